@@ -1,0 +1,1 @@
+"""The ``gradflow`` command line (Typer)."""

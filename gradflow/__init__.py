@@ -1,0 +1,93 @@
+"""gradflow: online training of recurrent models with pluggable gradient estimators.
+
+The public API (what built-in and third-party plugins use):
+
+* backends: :func:`get_backend`, :class:`Backend`, :class:`CounterRNG`;
+* parameters: :class:`ParamLayout`;
+* contracts: :class:`Model`, :class:`Estimator`, :class:`Task` with their ``Options`` bases and
+  :class:`StepRecord`, :class:`Batch`; capability names (``JVP_STATE``, ...);
+* building blocks: :class:`AffineReadout`, losses (:func:`get_loss`);
+* plugins: :data:`hookimpl`, :func:`get_registry`, :func:`register_plugin`;
+* factories: :func:`create_model`, :func:`create_estimator`, :func:`create_task`;
+* exact references: :func:`frozen_gradients`, :func:`bptt_gradients`.
+"""
+
+from __future__ import annotations
+
+from gradflow.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
+from gradflow.errors import (
+    BackendUnavailableError,
+    CapabilityError,
+    GradflowError,
+    PluginError,
+    ShapeError,
+)
+from gradflow.estimator import Estimator, EstimatorOptions, StepRecord
+from gradflow.factory import check_capabilities, create_estimator, create_model, create_task
+from gradflow.frozen import frozen_gradients
+from gradflow.hookspecs import hookimpl
+from gradflow.layout import ParamLayout, ParamSpec
+from gradflow.losses import LN2, get_loss
+from gradflow.model import (
+    ALL_CAPABILITIES,
+    FORWARD,
+    JVP_STATE,
+    PARAM_JACOBIAN,
+    PARAM_ROW_SQNORMS,
+    READOUT,
+    VJP,
+    Model,
+    ModelOptions,
+)
+from gradflow.random import CounterRNG
+from gradflow.readout import AffineReadout
+from gradflow.reference import bptt_gradients
+from gradflow.registry import get_registry, register_plugin, reload_registry, unregister_plugin
+from gradflow.task import Batch, Task, TaskOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_CAPABILITIES",
+    "BACKEND_NAMES",
+    "DTYPE_NAMES",
+    "FORWARD",
+    "JVP_STATE",
+    "LN2",
+    "PARAM_JACOBIAN",
+    "PARAM_ROW_SQNORMS",
+    "READOUT",
+    "VJP",
+    "AffineReadout",
+    "Backend",
+    "BackendUnavailableError",
+    "Batch",
+    "CapabilityError",
+    "CounterRNG",
+    "Estimator",
+    "EstimatorOptions",
+    "GradflowError",
+    "Model",
+    "ModelOptions",
+    "ParamLayout",
+    "ParamSpec",
+    "PluginError",
+    "ShapeError",
+    "StepRecord",
+    "Task",
+    "TaskOptions",
+    "__version__",
+    "bptt_gradients",
+    "check_capabilities",
+    "create_estimator",
+    "create_model",
+    "create_task",
+    "frozen_gradients",
+    "get_backend",
+    "get_loss",
+    "get_registry",
+    "hookimpl",
+    "register_plugin",
+    "reload_registry",
+    "unregister_plugin",
+]

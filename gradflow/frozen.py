@@ -1,0 +1,85 @@
+"""Gradient estimates along a fixed trajectory with θ held fixed.
+
+This is how estimators are compared with each other and with exact references: the same θ, the
+same inputs and targets, no parameter update, and one row per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradflow.errors import ShapeError
+from gradflow.estimator import Estimator, StepRecord
+from gradflow.losses import Loss, get_loss
+from gradflow.model import Model
+
+Array = Any
+
+
+def _check_sequence(model: Model, inputs: Array, targets: Array) -> tuple[int, int]:
+    if inputs.ndim != 3 or inputs.shape[2] != model.n_in:
+        raise ShapeError(f"inputs must have shape (T, B, {model.n_in}), got {tuple(inputs.shape)}")
+    T, B = int(inputs.shape[0]), int(inputs.shape[1])
+    if targets.shape[0] != T or targets.shape[1] != B:
+        raise ShapeError(f"targets must have shape (T, B) or (T, B, k) with T={T}, B={B}, "
+                         f"got {tuple(targets.shape)}")
+    return T, B
+
+
+def _as_targets(model: Model, targets: Any) -> Array:
+    arr = np.asarray(targets) if not hasattr(targets, "__array_namespace__") else targets
+    if isinstance(arr, np.ndarray) and arr.dtype.kind in "iu":
+        return model.backend.asarray(arr.astype(np.int64))
+    return model.backend.asarray(arr)
+
+
+def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: Any,
+                     targets: Any, loss: str | Loss = "mse", seed: int = 0,
+                     resets: Any = None) -> np.ndarray:
+    """Run ``estimator`` along a fixed trajectory and return its estimates, shape (T, P).
+
+    Row t is the estimator's estimate of ∂ℓ_t/∂θ with θ fixed, where ℓ_t is the loss at step t
+    (mean over the B streams): for RTRL and the unbiased estimators one row per step; for TBPTT the
+    window's sum at its update steps and zero elsewhere; for BPTT the whole sum at the last step
+    (what is pending at the end is flushed into the last row).
+
+    Parameters
+    ----------
+    inputs: (T, B, m) array.
+    targets: (T, B) integer labels (``ce``) or (T, B, k) values.
+    loss: ``"mse"`` or ``"ce"``.
+    seed: seeds the estimator's generator (its state is reinitialised).
+    resets: optional (T, B) boolean array; true where step t starts a new sequence.
+    """
+    backend = model.backend
+    xp = backend.xp
+    theta = backend.asarray(theta)
+    inputs = backend.asarray(inputs)
+    targets = _as_targets(model, targets)
+    T, B = _check_sequence(model, inputs, targets)
+    loss_fn = get_loss(loss)
+    reset_masks = None if resets is None else backend.asarray(np.asarray(resets, dtype=bool))
+
+    estimator.start(B, seed=seed)
+    h = model.initial_state(B)
+    h0 = model.initial_state(B)
+    rows = np.zeros((T, model.layout.size), dtype=np.float64)
+    for t in range(T):
+        if reset_masks is not None:
+            mask = reset_masks[t, ...]
+            h = xp.where(mask[:, None], h0, h)
+            estimator.reset(mask)
+        h, cache = model.forward(theta, h, inputs[t, ...])
+        yhat = model.readout(theta, h)
+        _, dy = loss_fn(yhat, targets[t, ...])
+        delta, g_out = model.readout_vjp(theta, h, dy)
+        direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
+                                              grad_out=g_out))
+        if direction is not None:
+            rows[t] += backend.to_numpy(direction)
+    pending = estimator.flush(theta)
+    if pending is not None:
+        rows[T - 1] += backend.to_numpy(pending)
+    return rows

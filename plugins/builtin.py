@@ -1,0 +1,38 @@
+"""Entry point ``builtin`` of group ``gradflow``: registers the built-in plugins.
+
+It goes through the same hooks as any third-party plugin (see docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow_plugins.estimators.bptt import BPTT
+from gradflow_plugins.estimators.readout_only import ReadoutOnly
+from gradflow_plugins.estimators.rtrl import RTRL
+from gradflow_plugins.estimators.tbptt import TBPTT
+from gradflow_plugins.models.rnn import RNN
+
+import gradflow
+
+ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (RTRL, TBPTT, BPTT, ReadoutOnly)
+MODELS: tuple[type[gradflow.Model], ...] = (RNN,)
+TASKS: tuple[type[gradflow.Task], ...] = ()
+
+
+@gradflow.hookimpl
+def gradflow_register_estimators(register: Any) -> None:
+    for cls in ESTIMATORS:
+        register(cls)
+
+
+@gradflow.hookimpl
+def gradflow_register_models(register: Any) -> None:
+    for cls in MODELS:
+        register(cls)
+
+
+@gradflow.hookimpl
+def gradflow_register_tasks(register: Any) -> None:
+    for cls in TASKS:
+        register(cls)

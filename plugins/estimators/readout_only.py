@@ -1,0 +1,25 @@
+"""Readout-only training: the memoryless baseline.
+
+Returns [0, ∂ℓ_t/∂θ_out]: the recurrent weights stay at their initial values and only the readout
+learns (an echo-state network trained online). It is also the forward-cost baseline of the
+benchmarks: a step costs one forward, one readout and one readout VJP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow import Estimator, StepRecord
+
+Array = Any
+
+
+class ReadoutOnly(Estimator):
+    name = "readout-only"
+    description = "trains the readout θ_out alone (memoryless baseline, forward-cost reference)"
+
+    def _allocate(self, batch: int) -> None:
+        self._zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
+
+    def step(self, record: StepRecord) -> Array:
+        return self.full_direction(self._zeros, record.grad_out)

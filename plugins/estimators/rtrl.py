@@ -1,0 +1,42 @@
+"""Real-time recurrent learning (Williams & Zipser, 1989): the exact online gradient.
+
+Forward-mode sensitivity of the state to the recurrent parameters, per stream:
+
+    G_t = J_t G_{t−1} + F_t,    G_0 = 0,    G_t = ∂h_t/∂θ_rec  (n × P_rec)
+    g_t = [δ_tᵀ G_t summed over streams, ∂ℓ_t/∂θ_out]
+
+With θ frozen, g_t equals ∂ℓ_t/∂θ exactly (what BPTT computes backwards). Cost O(n² P) time and
+O(n P) memory per stream and step — the reason the rank-one estimators exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow import JVP_STATE, PARAM_JACOBIAN, Estimator, StepRecord
+
+Array = Any
+
+
+class RTRL(Estimator):
+    name = "rtrl"
+    description = "real-time recurrent learning: exact online gradient, O(n²P) per step"
+    requires = frozenset({JVP_STATE, PARAM_JACOBIAN})
+
+    def _allocate(self, batch: int) -> None:
+        n, p = self.model.n_state, self.layout.n_rec
+        self.G = self.xp.zeros((batch, n, p), dtype=self.dtype)
+
+    def reset(self, mask: Array) -> None:
+        self.G = self.zero_where(mask, self.G)
+
+    def step(self, record: StepRecord) -> Array:
+        xp, model = self.xp, self.model
+        G = model.jvp_state(record.theta, record.cache, self.G)
+        G = G + model.param_jacobian(record.theta, record.cache)
+        self.G = G
+        g_rec = xp.sum(record.delta[:, None, :] @ G, axis=(0, 1))
+        return self.full_direction(g_rec, record.grad_out)
+
+    def state_arrays(self) -> dict[str, Array]:
+        return {"G": self.G}
