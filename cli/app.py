@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-import gradflow
 from gradflow.errors import GradflowError
 
 app = typer.Typer(
@@ -29,59 +27,10 @@ def _main(
     _STATE["debug"] = debug
 
 
-def _options_schema(info: Any) -> dict[str, Any]:
-    out = {}
-    for name, field in info.options.model_fields.items():
-        default = field.default if not field.is_required() else None
-        out[name] = {
-            "default": default,
-            "type": getattr(field.annotation, "__name__", str(field.annotation)),
-            "description": field.description or "",
-        }
-    return out
+# -- commands: each lives in its own module of gradflow_cli and is registered here -------------
+from gradflow_cli.plugins_cmd import plugins  # noqa: E402
 
-
-@app.command()
-def plugins(
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-) -> None:
-    """List every registered estimator, model and task with its options and source."""
-    reg = gradflow.get_registry()
-    rows = [
-        {
-            "kind": info.kind,
-            "name": info.name,
-            "description": info.description,
-            "capabilities" if info.kind != "estimator" else "requires": sorted(info.capabilities),
-            "options": _options_schema(info),
-            "plugin": info.plugin,
-            "distribution": info.distribution,
-            "version": info.version,
-        }
-        for info in reg.all()
-    ]
-    failures = [{"plugin": f.plugin, "distribution": f.distribution, "error": f.error}
-                for f in reg.failures]
-    if as_json:
-        typer.echo(json.dumps({"plugins": rows, "failures": failures,
-                               "disabled": reg.disabled}, indent=2, default=str))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title="gradflow plugins")
-    for col in ("kind", "name", "options", "source", "description"):
-        table.add_column(col)
-    for row in rows:
-        opts = ", ".join(f"{k}={v['default']}" for k, v in row["options"].items())
-        source = f"{row['distribution']} {row['version']}" if row["distribution"] else row["plugin"]
-        table.add_row(row["kind"], row["name"], opts, source, row["description"])
-    console.print(table)
-    for f in reg.failures:
-        console.print(f"[red]failed:[/red] {f}")
-    if reg.disabled:
-        console.print(f"disabled by GRADFLOW_DISABLE_PLUGINS: {', '.join(reg.disabled)}")
+app.command(name="plugins")(plugins)
 
 
 def main() -> None:
@@ -99,16 +48,13 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            if debug:
-                raise
-            exc.show()
-            sys.exit(2)
-        raise
-
+    except typer.TyperException as exc:  # usage errors: unknown command, bad flag value...
+        if debug:
+            raise
+        fmt = getattr(exc, "format_message", None)
+        message = fmt() if callable(fmt) else str(exc)
+        typer.echo(f"error: {message} (see 'gradflow --help')", err=True)
+        sys.exit(2)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

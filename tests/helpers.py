@@ -1,0 +1,26 @@
+"""Numerical helpers for the tests: central finite differences in float64."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def central_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+                     eps: float = 1e-6) -> np.ndarray:
+    """J[i, j] = ∂f_i/∂x_j by central differences (f maps a flat vector to a flat vector)."""
+    x = np.asarray(x, dtype=np.float64)
+    f0 = np.asarray(f(x)).ravel()
+    jac = np.zeros((f0.size, x.size))
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = eps
+        jac[:, j] = (np.asarray(f(x + e)).ravel() - np.asarray(f(x - e)).ravel()) / (2 * eps)
+    return jac
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / max(‖b‖, tiny)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
