@@ -1,0 +1,102 @@
+"""Backends: namespaces, dtypes, the counter RNG, and a clear error when CuPy cannot run."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import gradflow
+from gradflow import CounterRNG, get_backend
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_backend_dtype_and_roundtrip(backend_name: str, dtype: str) -> None:
+    be = get_backend(backend_name, dtype)
+    assert be.name == backend_name and be.dtype_name == dtype
+    x = be.asarray(np.arange(6.0).reshape(2, 3))
+    assert x.dtype == be.dtype
+    back = be.to_numpy(x)
+    assert isinstance(back, np.ndarray) and back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, np.arange(6.0).reshape(2, 3))
+    labels = be.asarray(np.array([1, 0, 2]))
+    assert be.xp.isdtype(labels.dtype, "integral")
+    assert be.to_float(be.xp.sum(x)) == 15.0
+    be.synchronize()
+
+
+def test_unknown_backend_and_dtype_are_clear_errors() -> None:
+    with pytest.raises(gradflow.BackendUnavailableError, match=r"unknown backend 'jax'.*numpy"):
+        get_backend("jax")
+    with pytest.raises(gradflow.BackendUnavailableError, match="unknown dtype 'float16'"):
+        get_backend("numpy", "float16")
+
+
+def test_cupy_without_cupy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    with pytest.raises(gradflow.BackendUnavailableError, match=r"needs CuPy.*gradflow\[cuda12\]"):
+        get_backend("cupy")
+
+
+def test_cupy_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `import cupy` succeeds on a machine without a GPU; is_available() is what tells.
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(is_available=lambda: False)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(gradflow.BackendUnavailableError, match="no usable CUDA GPU"):
+        get_backend("cupy")
+
+
+def test_cupy_driver_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(is_available=broken)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(gradflow.BackendUnavailableError, match="CUDA cannot start"):
+        get_backend("cupy")
+
+
+def test_rng_is_deterministic_and_backend_independent(backend_name: str) -> None:
+    be = get_backend(backend_name)
+    ref = CounterRNG(get_backend("numpy").xp, 1234)
+    rng = CounterRNG(be.xp, 1234)
+    for _ in range(3):
+        np.testing.assert_array_equal(be.to_numpy(rng.uniform((5, 4), be.dtype)),
+                                      np.asarray(ref.uniform((5, 4), np.float64)))
+    np.testing.assert_array_equal(be.to_numpy(rng.signs((7,), be.dtype)),
+                                  np.asarray(ref.signs((7,), np.float64)))
+    assert rng.get_state() == ref.get_state() == {"seed": 1234, "counter": 4}
+
+
+def test_rng_state_restores_the_stream() -> None:
+    xp = get_backend("numpy").xp
+    rng = CounterRNG(xp, 7)
+    rng.normal((3,), xp.float64)
+    state = rng.get_state()
+    a = np.asarray(rng.signs((100,), xp.float64))
+    other = CounterRNG(xp, 0)
+    other.set_state(state)
+    np.testing.assert_array_equal(a, np.asarray(other.signs((100,), xp.float64)))
+
+
+def test_rng_distributions() -> None:
+    xp = get_backend("numpy").xp
+    rng = CounterRNG(xp, 3)
+    n = 200_000
+    u = np.asarray(rng.uniform((n,), xp.float64))
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
+    s = np.asarray(rng.signs((n,), xp.float64))
+    assert set(np.unique(s)) == {-1.0, 1.0}
+    assert abs(s.mean()) < 5 / np.sqrt(n)
+    z = np.asarray(rng.normal((n,), xp.float64))
+    assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.var() - 1.0) < 5 * np.sqrt(2 / n)
+    # successive draws and different seeds are different streams
+    assert not np.array_equal(np.asarray(rng.signs((64,), xp.float64)),
+                              np.asarray(rng.signs((64,), xp.float64)))
+    assert not np.array_equal(np.asarray(CounterRNG(xp, 1).bits((8,))),
+                              np.asarray(CounterRNG(xp, 2).bits((8,))))
