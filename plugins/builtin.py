@@ -11,12 +11,15 @@ from gradflow_plugins.estimators.bptt import BPTT
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rtrl import RTRL
 from gradflow_plugins.estimators.tbptt import TBPTT
+from gradflow_plugins.models.gru import GRU
+from gradflow_plugins.models.influence import Influence
+from gradflow_plugins.models.lstm import LSTM
 from gradflow_plugins.models.rnn import RNN
 
 import gradflow
 
 ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (RTRL, TBPTT, BPTT, ReadoutOnly)
-MODELS: tuple[type[gradflow.Model], ...] = (RNN,)
+MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
 TASKS: tuple[type[gradflow.Task], ...] = ()
 
 

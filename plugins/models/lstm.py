@@ -1,0 +1,167 @@
+"""The long short-term memory cell (Hochreiter & Schmidhuber 1997), PyTorch's gate conventions.
+
+    a   = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh                   (4n: blocks i, f, g, o)
+    i = σ(a_i),  f = σ(a_f),  g = tanh(a_g),  o = σ(a_o)
+    c_t = f ⊙ c_{t-1} + i ⊙ g
+    h_t = o ⊙ tanh(c_t)
+    ŷ_t = W_hy h_t + b_y                                           (the readout sees h, not c)
+
+The recurrent state is s_t = [h_t; c_t] (2n); ``torch.nn.LSTMCell`` with the same weights gives
+the same (h_t, c_t).
+
+Derivatives. Every parameter of block b and row k moves only a_{b,k}, hence only h_k and c_k.
+With τ = tanh(c_t), q = o(1 − τ²) = ∂h_t/∂c_t and the per-block sensitivities of c_t and h_t to a
+
+    D_c = [g i(1 − i), c_{t-1} f(1 − f), i(1 − g²), 0]
+    D_h = q ⊙ D_c + [0, 0, 0, τ o(1 − o)]
+
+the primitives are, for V = [V_h; V_c] and U = [U_h; U_c],
+
+    J_t V     = [Σ_b D_h,b ⊙ (W_hh V_h)_b + q f ⊙ V_c ;  Σ_b D_c,b ⊙ (W_hh V_h)_b + f ⊙ V_c]
+    Uᵀ J_t    = [eᵀ W_hh ;  f ⊙ (U_c + q ⊙ U_h)],   e = D_h ⊙ [U_h]×4 + D_c ⊙ [U_c]×4
+    Uᵀ F_t    = [vec(e x_tᵀ), vec(e h_{t-1}ᵀ), e, e]
+    Σ_j F_t[h_k, j]² / m_j = Σ_b D_h,bk² S_bk,   Σ_j F_t[c_k, j]² / m_j = Σ_b D_c,bk² S_bk,
+              S_bk = Σ_j x_j² / m_{W_ih[bk, j]} + Σ_j h_j² / m_{W_hh[bk, j]}
+                     + 1 / m_{b_ih[bk]} + 1 / m_{b_hh[bk]}
+
+Cost O(n(n + m)) per step for forward, JVP (one tangent), VJP and the row norms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow import (
+    ALL_CAPABILITIES,
+    AffineReadout,
+    CounterRNG,
+    Model,
+    ModelOptions,
+    ParamLayout,
+)
+
+Array = Any
+
+
+def _sigmoid(xp: Any, a: Array) -> Array:
+    return 1.0 / (1.0 + xp.exp(-a))
+
+
+class LSTM(Model):
+    name = "lstm"
+    description = "LSTM cell (PyTorch gate conventions i, f, g, o), state [h; c], readout on h"
+    Options = ModelOptions
+    capabilities = ALL_CAPABILITIES
+
+    def __init__(self, options: ModelOptions, backend: Any) -> None:
+        super().__init__(options, backend)
+        n, m, k = options.n_hidden, options.n_in, options.n_out
+        self.n_hidden = n
+        self.n_state = 2 * n
+        self._readout = AffineReadout(self.xp, n, 2 * n, k)
+        self.layout = ParamLayout(
+            [("W_ih", (4 * n, m)), ("W_hh", (4 * n, n)), ("b_ih", (4 * n,)), ("b_hh", (4 * n,))],
+            self._readout.shapes(),
+        )
+
+    # -- parameters --------------------------------------------------------------------------
+    def init_params(self, seed: int = 0) -> Array:
+        """Every recurrent weight and bias ~ U(±1/√n) (as torch.nn.LSTMCell); readout as rnn."""
+        xp, dt = self.xp, self.dtype
+        rng = CounterRNG(xp, seed)
+        bound = 1.0 / self.n_hidden ** 0.5
+        rec = rng.uniform((self.layout.n_rec,), dt, -bound, bound)
+        return xp.concat([rec, *self._readout.init(rng, dt)])
+
+    # -- one step ----------------------------------------------------------------------------
+    def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+        xp, lay, n = self.xp, self.layout, self.n_hidden
+        h_prev, c_prev = h[:, :n], h[:, n:]
+        a = (x @ lay.view(theta, "W_ih").T + lay.view(theta, "b_ih")
+             + h_prev @ lay.view(theta, "W_hh").T + lay.view(theta, "b_hh"))
+        i = _sigmoid(xp, a[:, :n])
+        f = _sigmoid(xp, a[:, n:2 * n])
+        g = xp.tanh(a[:, 2 * n:3 * n])
+        o = _sigmoid(xp, a[:, 3 * n:])
+        c = f * c_prev + i * g
+        tc = xp.tanh(c)
+        h_next = o * tc
+        q = o * (1.0 - tc * tc)
+        zero = xp.zeros_like(o)
+        d_c = xp.concat([g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), zero],
+                        axis=1)
+        d_h = q[:, None, :] * xp.reshape(d_c, (-1, 4, n))
+        d_h = xp.reshape(d_h, (-1, 4 * n)) + xp.concat([zero, zero, zero, tc * o * (1.0 - o)],
+                                                       axis=1)
+        cache = {"h": h_prev, "x": x, "f": f, "q": q, "d_c": d_c, "d_h": d_h}
+        return xp.concat([h_next, c], axis=1), cache
+
+    def readout(self, theta: Array, h: Array) -> Array:
+        return self._readout.apply(self.layout, theta, h)
+
+    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
+        return self._readout.vjp(self.layout, theta, h, u)
+
+    # -- derivatives -------------------------------------------------------------------------
+    def _sum_blocks(self, a: Array) -> Array:
+        """(B, 4n, ...) -> (B, n, ...): the sum of the i, f, g, o blocks."""
+        n = self.n_hidden
+        return a[:, :n, ...] + a[:, n:2 * n, ...] + a[:, 2 * n:3 * n, ...] + a[:, 3 * n:, ...]
+
+    def _cotangent(self, cache: dict[str, Array], u: Array) -> Array:
+        """e = D_h ⊙ [U_h]×4 + D_c ⊙ [U_c]×4, the cotangent of the pre-activation a (B, 4n)."""
+        xp, n = self.xp, self.n_hidden
+        u_h, u_c = u[:, :n], u[:, n:]
+        return cache["d_h"] * xp.concat([u_h] * 4, axis=1) + cache["d_c"] * xp.concat(
+            [u_c] * 4, axis=1)
+
+    def jvp_state(self, theta: Array, cache: dict[str, Array], v: Array) -> Array:
+        xp, n = self.xp, self.n_hidden
+        w = self.layout.view(theta, "W_hh")
+        f, q, d_h, d_c = cache["f"], cache["q"], cache["d_h"], cache["d_c"]
+        if v.ndim == 2:
+            da = v[:, :n] @ w.T
+            fv = f * v[:, n:]
+            out_h = self._sum_blocks(d_h * da) + q * fv
+            out_c = self._sum_blocks(d_c * da) + fv
+        else:
+            da = w @ v[:, :n, :]
+            fv = f[:, :, None] * v[:, n:, :]
+            out_h = self._sum_blocks(d_h[:, :, None] * da) + q[:, :, None] * fv
+            out_c = self._sum_blocks(d_c[:, :, None] * da) + fv
+        return xp.concat([out_h, out_c], axis=1)
+
+    def vjp(self, theta: Array, cache: dict[str, Array], u: Array) -> tuple[Array, Array]:
+        xp, n = self.xp, self.n_hidden
+        e = self._cotangent(cache, u)
+        u_prev = xp.concat([e @ self.layout.view(theta, "W_hh"),
+                            cache["f"] * (u[:, n:] + cache["q"] * u[:, :n])], axis=1)
+        B = u.shape[0]
+        g_ih = xp.reshape(e[:, :, None] * cache["x"][:, None, :], (B, -1))
+        g_hh = xp.reshape(e[:, :, None] * cache["h"][:, None, :], (B, -1))
+        return u_prev, xp.concat([g_ih, g_hh, e, e], axis=1)
+
+    def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        xp = self.xp
+        h, x = cache["h"], cache["x"]
+        B, n = h.shape
+        eye4 = xp.concat([xp.eye(n, dtype=h.dtype)] * 4, axis=1)  # (n, 4n): δ_{k, row mod n}
+        sel = xp.concat([cache["d_h"][:, None, :] * eye4[None, :, :],
+                         cache["d_c"][:, None, :] * eye4[None, :, :]], axis=1)  # (B, 2n, 4n)
+        f_ih = xp.reshape(sel[:, :, :, None] * x[:, None, None, :], (B, 2 * n, -1))
+        f_hh = xp.reshape(sel[:, :, :, None] * h[:, None, None, :], (B, 2 * n, -1))
+        return xp.concat([f_ih, f_hh, sel, sel], axis=2)
+
+    def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
+                          inv_metric: Array | None = None) -> Array:
+        xp = self.xp
+        h2, x2 = cache["h"] ** 2, cache["x"] ** 2
+        if inv_metric is None:
+            s = xp.sum(x2, axis=1, keepdims=True) + xp.sum(h2, axis=1, keepdims=True) + 2.0
+        else:
+            lay = self.layout
+            s = (x2 @ lay.view(inv_metric, "W_ih").T + h2 @ lay.view(inv_metric, "W_hh").T
+                 + lay.view(inv_metric, "b_ih") + lay.view(inv_metric, "b_hh"))
+        d_h, d_c = cache["d_h"], cache["d_c"]
+        return xp.concat([self._sum_blocks(d_h * d_h * s), self._sum_blocks(d_c * d_c * s)],
+                         axis=1)
