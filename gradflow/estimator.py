@@ -64,6 +64,15 @@ class Estimator(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     #: True if the estimate is random (unbiased estimators); False for exact ones.
     stochastic: ClassVar[bool] = False
+    #: optimizer settings the trainer uses with this estimator unless the user sets them, e.g.
+    #: ``{"clip_rec": 0.1}`` for a rank-one estimator whose raw recurrent estimates are noisy
+    #: (keys are fields of the ``optimizer`` section of :class:`gradflow.config.TrainConfig`).
+    optimizer_defaults: ClassVar[dict[str, Any]] = {}
+    #: Whether :meth:`step` applies the estimator's preconditioner, if it has one (the Kalman-like
+    #: filter of ``kalman-nobacktrack`` returns M⁻¹ĝ). :func:`~gradflow.frozen_gradients` and
+    #: ``gradflow check`` set it to False on the instance to read the raw gradient estimate ĝ;
+    #: the estimator's state evolves the same either way. Estimators without one ignore it.
+    precondition: bool = True
 
     def __init__(self, model: Model, options: BaseModel) -> None:
         self.model = model
@@ -100,6 +109,17 @@ class Estimator(ABC):
     @abstractmethod
     def step(self, record: StepRecord) -> Array | None:
         """Consume one step; return a direction for θ, shape (P,), or ``None``."""
+
+    def stream_estimates(self) -> Array | None:
+        """Per-stream recurrent parts of the last step's estimate, shape (B, P_rec), or ``None``.
+
+        Row b is stream b's share of the recurrent part of the direction returned by the last
+        :meth:`step` before any preconditioning (the rows sum to it; δ_t already carries the 1/B
+        of the mean loss). An estimator implements it only if its streams are statistically
+        independent of each other; ``gradflow check`` then draws many independent samples as many
+        streams of one batch. The default, ``None``, makes it run the estimator once per sample.
+        """
+        return None
 
     def flush(self, theta: Array) -> Array | None:
         """End of the data: return what is still pending (TBPTT, BPTT), or ``None``."""

@@ -37,7 +37,7 @@ def _as_targets(model: Model, targets: Any) -> Array:
 
 def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: Any,
                      targets: Any, loss: str | Loss = "mse", seed: int = 0,
-                     resets: Any = None) -> np.ndarray:
+                     resets: Any = None, precondition: bool = False) -> np.ndarray:
     """Run ``estimator`` along a fixed trajectory and return its estimates, shape (T, P).
 
     Row t is the estimator's estimate of ∂ℓ_t/∂θ with θ fixed, where ℓ_t is the loss at step t
@@ -52,6 +52,10 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
     loss: ``"mse"`` or ``"ce"``.
     seed: seeds the estimator's generator (its state is reinitialised).
     resets: optional (T, B) boolean array; true where step t starts a new sequence.
+    precondition: whether an estimator with a preconditioner applies it (see
+        :attr:`Estimator.precondition`); off by default, so that the rows are the raw gradient
+        estimates that can be compared with exact references. The estimator's flag is restored
+        on return.
     """
     backend = model.backend
     xp = backend.xp
@@ -62,24 +66,29 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
     loss_fn = get_loss(loss)
     reset_masks = None if resets is None else backend.asarray(np.asarray(resets, dtype=bool))
 
-    estimator.start(B, seed=seed)
-    h = model.initial_state(B)
-    h0 = model.initial_state(B)
-    rows = np.zeros((T, model.layout.size), dtype=np.float64)
-    for t in range(T):
-        if reset_masks is not None:
-            mask = reset_masks[t, ...]
-            h = xp.where(mask[:, None], h0, h)
-            estimator.reset(mask)
-        h, cache = model.forward(theta, h, inputs[t, ...])
-        yhat = model.readout(theta, h)
-        _, dy = loss_fn(yhat, targets[t, ...])
-        delta, g_out = model.readout_vjp(theta, h, dy)
-        direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
-                                              grad_out=g_out))
-        if direction is not None:
-            rows[t] += backend.to_numpy(direction)
-    pending = estimator.flush(theta)
-    if pending is not None:
-        rows[T - 1] += backend.to_numpy(pending)
+    previous = estimator.precondition
+    estimator.precondition = precondition
+    try:
+        estimator.start(B, seed=seed)
+        h = model.initial_state(B)
+        h0 = model.initial_state(B)
+        rows = np.zeros((T, model.layout.size), dtype=np.float64)
+        for t in range(T):
+            if reset_masks is not None:
+                mask = reset_masks[t, ...]
+                h = xp.where(mask[:, None], h0, h)
+                estimator.reset(mask)
+            h, cache = model.forward(theta, h, inputs[t, ...])
+            yhat = model.readout(theta, h)
+            _, dy = loss_fn(yhat, targets[t, ...])
+            delta, g_out = model.readout_vjp(theta, h, dy)
+            direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
+                                                  grad_out=g_out))
+            if direction is not None:
+                rows[t] += backend.to_numpy(direction)
+        pending = estimator.flush(theta)
+        if pending is not None:
+            rows[T - 1] += backend.to_numpy(pending)
+    finally:
+        estimator.precondition = previous
     return rows

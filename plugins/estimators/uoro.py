@@ -1,0 +1,47 @@
+"""Unbiased Online Recurrent Optimization (Tallec & Ollivier, arXiv 1702.05043).
+
+UORO keeps a rank-one estimate ṽ w̃ᵀ of G_t = ∂h_t/∂θ_rec per stream and writes the whole fresh
+term F_t as one random rank-one product: for signs ν ∈ {±1}^n, E[ν νᵀ] = I, so
+
+    F_t = E[ν (νᵀ F_t)] = E[ν δθᵀ],    δθ = νᵀ F_t   (one vector-Jacobian product).
+
+Each step (per stream, ε = 1e-7 by default):
+
+    ṽ' = J_t ṽ,   ν ~ uniform {±1}^n,   δθ = νᵀ F_t,
+    ρ0 = sqrt((|w̃| + ε) / (|ṽ'| + ε)),   ρ1 = sqrt((|δθ| + ε) / (|ν| + ε)),
+    ṽ ← ρ0 ṽ' + ρ1 ν,   w̃ ← w̃ / ρ0 + δθ / ρ1,
+    g_t = [Σ_b (δ_t,b · ṽ_b) w̃_b, ∂ℓ_t/∂θ_out].
+
+ρ1 depends on ν only through |νᵀF_t|, which is even in ν, so the fresh pair (ρ1 ν, δθ/ρ1) is odd in
+ν and its product is ν νᵀF_t: the cross terms vanish in expectation and E[ṽ w̃ᵀ] = G_t
+(see :mod:`gradflow_plugins.estimators.rank_one`). Cost per step: one JVP, one VJP, O(n + P);
+memory n + P_rec per stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradflow_plugins.estimators.rank_one import RankOneEstimator, RankOneOptions, balance
+
+from gradflow import StepRecord
+
+Array = Any
+
+
+class UOROOptions(RankOneOptions):
+    """Options of ``uoro`` (only ε: the algorithm has no other knob)."""
+
+
+class UORO(RankOneEstimator):
+    name = "uoro"
+    description = "UORO (Tallec & Ollivier 2017): unbiased rank-one estimate of ∂h/∂θ, O(P)/step"
+    Options = UOROOptions
+
+    def _fresh(self, record: StepRecord) -> tuple[Array, Array]:
+        xp = self.xp
+        batch, n = self.v.shape
+        nu = self.rng.signs((batch, n), self.dtype)
+        _, dtheta = self.model.vjp(record.theta, record.cache, nu)  # νᵀ F_t, (B, P_rec)
+        rho1 = balance(xp, xp.sum(dtheta * dtheta, axis=1, keepdims=True), float(n), self.eps)
+        return rho1 * nu, dtheta / rho1
