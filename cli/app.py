@@ -32,6 +32,14 @@ from gradflow_cli.plugins_cmd import plugins  # noqa: E402
 
 app.command(name="plugins")(plugins)
 
+from gradflow_cli.train import train  # noqa: E402
+
+app.command(name="train")(train)
+
+from gradflow_cli.check import check  # noqa: E402
+
+app.command(name="check")(check)
+
 
 def main() -> None:
     """Console-script entry point: one clear line and exit code 2 for user errors."""

@@ -9,12 +9,19 @@ The public API (what built-in and third-party plugins use):
 * building blocks: :class:`AffineReadout`, losses (:func:`get_loss`);
 * plugins: :data:`hookimpl`, :func:`get_registry`, :func:`register_plugin`;
 * factories: :func:`create_model`, :func:`create_estimator`, :func:`create_task`;
-* exact references: :func:`frozen_gradients`, :func:`bptt_gradients`.
+* exact references: :func:`frozen_gradients`, :func:`bptt_gradients`;
+* training: :class:`TrainConfig`, :func:`build_config`, :class:`Trainer`, :func:`train`;
+* estimator checks: :func:`estimator_statistics` (bias, variance, cosine against a reference;
+  ``gradflow check``);
+* the conformance suite for plugin authors: :mod:`gradflow.testing` (``check_model``,
+  ``check_estimator``: pass or fail, imported on its own).
 """
 
 from __future__ import annotations
 
 from gradflow.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
+from gradflow.check import CheckResult, CheckRow, estimator_statistics
+from gradflow.config import TrainConfig, build_config
 from gradflow.errors import (
     BackendUnavailableError,
     CapabilityError,
@@ -44,6 +51,7 @@ from gradflow.readout import AffineReadout
 from gradflow.reference import bptt_gradients
 from gradflow.registry import get_registry, register_plugin, reload_registry, unregister_plugin
 from gradflow.task import Batch, Task, TaskOptions
+from gradflow.trainer import Trainer, train
 
 __version__ = "0.1.0"
 
@@ -63,6 +71,8 @@ __all__ = [
     "BackendUnavailableError",
     "Batch",
     "CapabilityError",
+    "CheckResult",
+    "CheckRow",
     "CounterRNG",
     "Estimator",
     "EstimatorOptions",
@@ -76,12 +86,16 @@ __all__ = [
     "StepRecord",
     "Task",
     "TaskOptions",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "bptt_gradients",
+    "build_config",
     "check_capabilities",
     "create_estimator",
     "create_model",
     "create_task",
+    "estimator_statistics",
     "frozen_gradients",
     "get_backend",
     "get_loss",
@@ -89,5 +103,6 @@ __all__ = [
     "hookimpl",
     "register_plugin",
     "reload_registry",
+    "train",
     "unregister_plugin",
 ]

@@ -66,6 +66,12 @@ class Task(ABC):
         """Best achievable mean loss per step in nats, where known."""
         return None
 
+    def reference_losses(self) -> dict[str, float]:
+        """Named reference levels of the mean loss per step in nats, where known (for example
+        ``{"optimum": 0.4544, "no memory": 0.6616}``, or a text's unigram entropy); the trainer
+        reports them next to the result. Empty by default."""
+        return {}
+
     @abstractmethod
     def next(self) -> Batch:
         """The next step of every stream."""

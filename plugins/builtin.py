@@ -8,19 +8,26 @@ from __future__ import annotations
 from typing import Any
 
 from gradflow_plugins.estimators.bptt import BPTT
+from gradflow_plugins.estimators.kalman_nobacktrack import KalmanNoBackTrack
+from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rtrl import RTRL
 from gradflow_plugins.estimators.tbptt import TBPTT
+from gradflow_plugins.estimators.uoro import UORO
 from gradflow_plugins.models.gru import GRU
 from gradflow_plugins.models.influence import Influence
 from gradflow_plugins.models.lstm import LSTM
 from gradflow_plugins.models.rnn import RNN
+from gradflow_plugins.tasks.add import AddTask
+from gradflow_plugins.tasks.text import TextTask
 
 import gradflow
 
-ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (RTRL, TBPTT, BPTT, ReadoutOnly)
+ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
+    RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack,
+)
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
-TASKS: tuple[type[gradflow.Task], ...] = ()
+TASKS: tuple[type[gradflow.Task], ...] = (AddTask, TextTask)
 
 
 @gradflow.hookimpl

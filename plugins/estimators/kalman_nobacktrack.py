@@ -37,7 +37,7 @@ plus O(P).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.rank_one import RankOneOptions
@@ -74,7 +74,10 @@ class KalmanNoBackTrack(NoBackTrack):
     description = ("NoBackTrack with norms in a diagonal Kalman-like filter's metrics; returns "
                    "the preconditioned step (J_θ + λ)⁻¹ĝ")
     Options = KalmanNoBackTrackOptions
-
+    #: the filter's (J_θ + λ)⁻¹ scaling is the variance control: plain SGD, no clipping
+    optimizer_defaults: ClassVar[dict[str, Any]] = {
+        "name": "sgd", "lr": 1e-4, "schedule": "constant", "clip_rec": None,
+    }
     def __init__(self, model: Any, options: KalmanNoBackTrackOptions) -> None:
         super().__init__(model, options)
         self.t0 = float(options.t0)

@@ -29,7 +29,7 @@ metrics of its filter by overriding the norm hooks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gradflow_plugins.estimators.rank_one import RankOneEstimator, RankOneOptions, balance
 
@@ -48,6 +48,10 @@ class NoBackTrack(RankOneEstimator):
                    "per-unit signs and scales, O(P)/step")
     Options = NoBackTrackOptions
     requires = frozenset({JVP_STATE, VJP, PARAM_ROW_SQNORMS})
+    #: variance control (DESIGN §9; measured in docs/estimators/README.md)
+    optimizer_defaults: ClassVar[dict[str, Any]] = {
+        "name": "sgd", "lr": 0.01, "schedule": "constant", "clip_rec": 0.1,
+    }
 
     # -- metric hooks (Euclidean here) -------------------------------------------------------
     def _inv_param_metric(self) -> Array | None:

@@ -7,7 +7,7 @@ benchmarks: a step costs one forward, one readout and one readout VJP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gradflow import Estimator, StepRecord
 
@@ -17,6 +17,10 @@ Array = Any
 class ReadoutOnly(Estimator):
     name = "readout-only"
     description = "trains the readout θ_out alone (memoryless baseline, forward-cost reference)"
+    #: a linear readout on fixed features is a convex problem: no decay of the learning rate
+    optimizer_defaults: ClassVar[dict[str, Any]] = {
+        "name": "adam", "lr": 0.01, "schedule": "constant",
+    }
 
     def _allocate(self, batch: int) -> None:
         self._zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)

@@ -20,7 +20,7 @@ memory n + P_rec per stream.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gradflow_plugins.estimators.rank_one import RankOneEstimator, RankOneOptions, balance
 
@@ -36,6 +36,11 @@ class UOROOptions(RankOneOptions):
 class UORO(RankOneEstimator):
     name = "uoro"
     description = "UORO (Tallec & Ollivier 2017): unbiased rank-one estimate of ∂h/∂θ, O(P)/step"
+    #: variance control (DESIGN §9; measured in docs/estimators/README.md): raw rank-one estimates
+    #: wreck the recurrent weights unless their norm is clipped
+    optimizer_defaults: ClassVar[dict[str, Any]] = {
+        "name": "sgd", "lr": 0.01, "schedule": "constant", "clip_rec": 0.1,
+    }
     Options = UOROOptions
 
     def _fresh(self, record: StepRecord) -> tuple[Array, Array]:

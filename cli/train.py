@@ -1,0 +1,136 @@
+"""``gradflow train``: train a model online on a task with a gradient estimator.
+
+The configuration comes from ``--config FILE.toml`` (sections run, model, estimator, task,
+optimizer), then ``--set section.key=value`` overrides (TOML literals, else strings), then the
+flags; the later wins. The resolved config, metrics, summary and a checkpoint go to the run
+directory (``--out``, default ``runs/<time>-<task>-<estimator>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gradflow.config import build_config
+from gradflow.losses import LN2
+from gradflow.trainer import Trainer
+
+_FLAGS = {
+    "model": "model.name", "estimator": "estimator.name", "task": "task.name",
+    "steps": "run.steps", "batch": "run.batch", "seed": "run.seed", "backend": "run.backend",
+    "dtype": "run.dtype", "optimizer": "optimizer.name", "lr": "optimizer.lr",
+    "out": "run.out",
+}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The short report printed at the end of a run."""
+    lines = [f"{summary['task']} · {summary['model']} (P={summary['n_params']}) · "
+             f"{summary['estimator']} · {summary['steps']:,} steps in {summary['seconds']:.1f} s "
+             f"({summary['steps_per_s']:,.0f} steps/s)"]
+    final, ce = summary["final_loss"], summary["loss_kind"] == "ce"
+    bits = f" ({_fmt(summary['final_bits'])} bits)" if ce else ""
+    lines.append(f"final loss {_fmt(final)} nats{bits}, mean of the last "
+                 f"{summary['final_window']:,} steps")
+    refs = dict(summary.get("references") or {})
+    optimum = summary.get("optimum")
+    if optimum is not None:
+        refs.pop("optimum", None)
+        gap = f" (gap {final - optimum:+.4f})" if final is not None else ""
+        lines.append(f"optimum {optimum:.4f} nats{gap}")
+    if refs:
+        lines.append("references: " + ", ".join(
+            f"{k} {v:.4f} nats" + (f" ({v / LN2:.4f} bits)" if ce else "")
+            for k, v in refs.items()))
+    if summary.get("eval_loss") is not None:
+        lines.append(f"held-out loss {summary['eval_loss']:.4f} nats (best "
+                     f"{summary['best_eval_loss']:.4f} at step {summary['best_eval_step']:,})")
+    lines.append(f"run directory: {summary['run_dir']}")
+    return lines
+
+
+def train(
+    model: Annotated[str | None, typer.Option(help="model plugin (default rnn)")] = None,
+    estimator: Annotated[str | None, typer.Option(help="estimator plugin (default rtrl)")] = None,
+    task: Annotated[str | None, typer.Option(help="task plugin (default add)")] = None,
+    steps: Annotated[int | None, typer.Option(help="data steps (default 100000)")] = None,
+    batch: Annotated[int | None, typer.Option(help="independent streams B (default 1)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default 0)")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="numpy (default), cupy or array_api_strict")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float64 (default) or float32")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam (default) or sgd")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="learning rate γ (default adam 0.003, sgd 0.1)")] = None,
+    out: Annotated[str | None, typer.Option(
+        help="run directory (default runs/<time>-<task>-<estimator>)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="TOML file with sections run, model, estimator, task, optimizer")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="section.key=value override, repeatable (e.g. estimator.truncation=10)")
+    ] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="overwrite an existing non-empty run directory")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    debug: Annotated[bool, typer.Option("--debug", hidden=True,
+                                        help="show tracebacks on errors")] = False,
+) -> None:
+    """Train a recurrent model online and write a run directory.
+
+    Example: gradflow train --task add --estimator tbptt --steps 20000
+    """
+    values = {"model": model, "estimator": estimator, "task": task, "steps": steps,
+              "batch": batch, "seed": seed, "backend": backend, "dtype": dtype,
+              "optimizer": optimizer, "lr": lr, "out": out}
+    flags = {_FLAGS[k]: v for k, v in values.items()}
+    cfg = build_config(config, set_ or (), flags)
+    trainer = Trainer(cfg)
+    resolved = trainer.config
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if not quiet:
+        m = trainer.parts.model
+        err.print(f"training {resolved.model.name} (n_state={m.n_state}, P={m.layout.size}) "
+                  f"with {resolved.estimator.name} on {resolved.task.name}: "
+                  f"{resolved.run.steps:,} steps, batch {resolved.run.batch}, "
+                  f"{resolved.optimizer.name} lr {resolved.optimizer.lr:g}, "
+                  f"{resolved.run.backend}/{resolved.run.dtype}")
+    if quiet:
+        summary = trainer.run(force=force)
+    else:
+        summary = _run_with_progress(trainer, force, err)
+    for line in summary_lines(summary):
+        typer.echo(line)
+
+
+def _run_with_progress(trainer: Trainer, force: bool, console: Any) -> dict[str, Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tid = bar.add_task("train", total=trainer.config.run.steps, loss="…")
+
+        def progress(step: int, record: dict[str, Any] | None) -> None:
+            if record is None:
+                bar.update(tid, completed=step)
+            else:
+                bar.update(tid, completed=step, loss=f"{record['loss']:.4f}")
+
+        return trainer.run(force=force, progress=progress)

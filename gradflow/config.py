@@ -1,0 +1,200 @@
+"""The configuration of a training run: one pydantic model with the sections ``run``, ``model``,
+``estimator``, ``task`` and ``optimizer``.
+
+The plugin sections (``model``, ``estimator``, ``task``) hold ``name`` and that plugin's options;
+the options are validated by the plugin's own ``Options`` model when the run is built
+(:func:`gradflow.registry.validate_options`), and the resolved config written to the run directory
+spells every default out. A config comes from a TOML file, ``section.key=value`` overrides (values
+parsed as TOML literals, falling back to plain strings) and command-line flags, in that order of
+precedence (the later wins).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gradflow.errors import GradflowError
+from gradflow.schedules import SCHEDULES
+
+SECTIONS = ("run", "model", "estimator", "task", "optimizer")
+PLUGIN_SECTIONS = ("model", "estimator", "task")
+#: learning rate of each optimizer when the config does not give one
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.003}
+#: plugin used by a section that does not name one
+DEFAULT_PLUGIN = {"model": "rnn", "estimator": "rtrl", "task": "add"}
+
+
+class ConfigError(GradflowError):
+    """A configuration file, override or value that cannot be used."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Strict):
+    """How long, on what, and where the results go."""
+
+    steps: int = Field(100_000, ge=1, description="number of data steps")
+    batch: int = Field(1, ge=1, description="B: number of independent streams")
+    seed: int = Field(0, ge=0, description="seeds the model's initialisation, task and estimator")
+    backend: Literal["numpy", "cupy", "array_api_strict"] = "numpy"
+    dtype: Literal["float64", "float32"] = "float64"
+    threads: int | None = Field(1, ge=1, description="BLAS threads while training (None: the "
+                                "library's default); one is fastest for small online steps")
+    out: str | None = Field(None, description="run directory (default runs/<time>-<task>-<est>)")
+    log_every: int = Field(1000, ge=1, description="steps per metrics line (running mean)")
+    eval_every: int = Field(10_000, ge=0, description="steps between held-out evaluations "
+                            "(0: never; a multiple of log_every)")
+    eval_steps: int = Field(2000, ge=1, description="steps of the held-out stream per evaluation")
+    checkpoint_every: int = Field(10_000, ge=0, description="steps between checkpoints (0: at "
+                                  "the end only; a multiple of log_every)")
+    final_window: int = Field(5000, ge=1, description="the final loss is the mean over the "
+                              "last final_window steps")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> RunSection:
+        for key in ("eval_every", "checkpoint_every"):
+            value = getattr(self, key)
+            if value and value % self.log_every:
+                raise ValueError(f"{key} ({value}) must be a multiple of log_every "
+                                 f"({self.log_every})")
+        return self
+
+
+class PluginSection(BaseModel):
+    """``name`` of a registered plugin plus its options (checked by the plugin's own model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerSection(_Strict):
+    """Optimizer, learning-rate schedule and clipping (see gradflow.optim, .schedules,
+    .clipping)."""
+
+    name: Literal["sgd", "adam"] = "adam"
+    lr: float | None = Field(None, gt=0, description="γ; default per optimizer: sgd 0.1, "
+                             "adam 0.003")
+    schedule: Literal[SCHEDULES] = Field(  # type: ignore[valid-type]
+        "smooth-inv-sqrt", description="constant: γ; inv-sqrt: γ/√t; smooth-inv-sqrt: γ/(1+α√t)")
+    decay: float = Field(0.01, ge=0, description="α of smooth-inv-sqrt")
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd: momentum μ")
+    beta1: float = Field(0.9, ge=0, lt=1, description="adam: β₁")
+    beta2: float = Field(0.999, ge=0, lt=1, description="adam: β₂")
+    eps: float = Field(1e-8, gt=0, description="adam: ε")
+    clip: float | None = Field(None, gt=0, description="clip the direction's norm to this")
+    clip_rec: float | None = Field(None, gt=0, description="clip the recurrent part's norm to "
+                                   "this (variance control for rank-one estimators)")
+    lr_rec_scale: float = Field(1.0, gt=0, description="learning-rate factor on θ_rec")
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.name]
+
+
+class TrainConfig(_Strict):
+    """The whole configuration of ``gradflow train``."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    model: PluginSection = Field(
+        default_factory=lambda: PluginSection(name=DEFAULT_PLUGIN["model"]))
+    estimator: PluginSection = Field(
+        default_factory=lambda: PluginSection(name=DEFAULT_PLUGIN["estimator"]))
+    task: PluginSection = Field(
+        default_factory=lambda: PluginSection(name=DEFAULT_PLUGIN["task"]))
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+
+
+# -- building a config ---------------------------------------------------------------------------
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{loc}: {msg}")
+    return "; ".join(problems)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Validate a nested dict (as read from TOML); one-line :class:`ConfigError` on failure."""
+    unknown = [k for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {', '.join(map(repr, unknown))}; "
+                          f"the sections are {', '.join(SECTIONS)}")
+    for key in PLUGIN_SECTIONS:
+        section = data.get(key)
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"config section {key!r} must be a table, got {section!r}")
+        if section is not None and "name" not in section:
+            data = {**data, key: {"name": DEFAULT_PLUGIN[key], **section}}
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {_one_line(exc)}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a dict; one-line :class:`ConfigError` on failure."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(p)!r} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A TOML literal (``10``, ``1e-3``, ``true``, ``"x"``, ``[1, 2]``), else the string itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignment(item: str) -> tuple[str, str, Any]:
+    """``"section.key=value"`` -> (section, key, parsed value)."""
+    lhs, sep, rhs = item.partition("=")
+    section, dot, key = lhs.strip().partition(".")
+    if not sep or not dot or not key or "." in key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. "
+                          "estimator.truncation=10")
+    if section not in SECTIONS:
+        raise ConfigError(f"--set {item!r}: unknown section {section!r}; the sections are "
+                          f"{', '.join(SECTIONS)}")
+    return section, key.strip(), parse_value(rhs.strip())
+
+
+def merge(data: dict[str, Any], section: str, key: str, value: Any) -> None:
+    """Set ``data[section][key] = value`` in place (creating the section)."""
+    table = data.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config section {section!r} must be a table, got {table!r}")
+    table[key] = value
+
+
+def build_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = (),
+                 flags: dict[str, Any] | None = None) -> TrainConfig:
+    """File, then ``--set`` overrides, then flags (``{"section.key": value}``; ``None`` values
+    are ignored), validated into a :class:`TrainConfig`."""
+    data: dict[str, Any] = load_toml(path) if path is not None else {}
+    for item in sets:
+        merge(data, *parse_assignment(item))
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            section, _, key = dotted.partition(".")
+            merge(data, section, key, value)
+    return config_from_dict(data)
