@@ -184,6 +184,37 @@ class Trainer:
         parts.estimator.start(self.config.run.batch, seed=parts.seeds["estimator"])
         self.step = 0
         self.loss_fn = get_loss(parts.task.loss)
+        self._h0 = parts.model.initial_state(self.config.run.batch)
+
+    # -- one online step -----------------------------------------------------------------------
+    def advance(self) -> tuple[Array, Array | None]:
+        """One online step: task → forward → loss → estimator → (clip) → optimizer.
+
+        Updates ``theta``, ``h`` and ``step``; returns the step's loss (a 0-d array, left on the
+        device) and the norm of the estimator's direction before clipping (``None`` on steps
+        without an update). This is the unit the benchmarks time.
+        """
+        parts, opt = self.parts, self.config.optimizer
+        model, estimator, xp = parts.model, parts.estimator, parts.backend.xp
+        batch = parts.task.next()
+        h, theta = self.h, self.theta
+        if batch.reset is not None:
+            h = xp.where(batch.reset[:, None], self._h0, h)
+            estimator.reset(batch.reset)
+        h, cache = model.forward(theta, h, batch.inputs)
+        loss, dy = self.loss_fn(model.readout(theta, h), batch.targets)
+        delta, g_out = model.readout_vjp(theta, h, dy)
+        direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
+                                              grad_out=g_out))
+        self.step += 1
+        raw_norm = None
+        if direction is not None:
+            direction, raw_norm = clip_direction(xp, direction, model.layout.n_rec, opt.clip,
+                                                 opt.clip_rec)
+            theta = parts.optimizer.update(
+                theta, direction, learning_rate(opt.schedule, opt.lr, self.step, opt.decay))
+        self.theta, self.h = theta, h
+        return loss, raw_norm
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> float | None:
@@ -247,15 +278,9 @@ class Trainer:
         cfg = self.config
         run, opt = cfg.run, cfg.optimizer
         parts = self.parts
-        task, model, estimator, optimizer = parts.task, parts.model, parts.estimator, \
-            parts.optimizer
-        backend = parts.backend
+        task, backend = parts.task, parts.backend
         xp = backend.xp
-        loss_fn = self.loss_fn
-        n_rec = model.layout.n_rec
-        clip, clip_rec = opt.clip, opt.clip_rec
         lr, schedule, decay = opt.lr, opt.schedule, opt.decay
-        h0 = model.initial_state(run.batch)
         zero = xp.zeros((), dtype=backend.dtype)
         is_ce = task.loss == "ce"
         tick = min(100, run.log_every)
@@ -269,29 +294,16 @@ class Trainer:
         last_good: int | None = None
         start = window_start = time.perf_counter()
         window_steps = 0
-        theta, h = self.theta, self.h
 
         while self.step < run.steps:
-            batch = task.next()
-            if batch.reset is not None:
-                h = xp.where(batch.reset[:, None], h0, h)
-                estimator.reset(batch.reset)
-            h, cache = model.forward(theta, h, batch.inputs)
-            loss, dy = loss_fn(model.readout(theta, h), batch.targets)
-            delta, g_out = model.readout_vjp(theta, h, dy)
-            direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
-                                                  grad_out=g_out))
-            self.step += 1
+            loss, raw_norm = self.advance()
             step = self.step
             loss_sum = loss_sum + loss
             if step > final_from:
                 final_sum = final_sum + loss
-            if direction is not None:
-                direction, raw_norm = clip_direction(xp, direction, n_rec, clip, clip_rec)
+            if raw_norm is not None:
                 norm_sum = norm_sum + raw_norm
                 updates += 1
-                theta = optimizer.update(theta, direction, learning_rate(schedule, lr, step,
-                                                                         decay))
             window_steps += 1
             if step % run.log_every and step != run.steps:
                 if progress is not None and step % tick == 0:
@@ -299,7 +311,7 @@ class Trainer:
                 continue
 
             # -- a metrics line: the only place numbers come back from the device --------------
-            self.theta, self.h = theta, h
+            theta = self.theta
             mean_loss = backend.to_float(loss_sum) / window_steps
             finite = math.isfinite(mean_loss) and bool(xp.all(xp.isfinite(theta)))
             now = time.perf_counter()
@@ -339,7 +351,6 @@ class Trainer:
             loss_sum, norm_sum, updates, window_steps = zero, zero, 0, 0
             window_start = time.perf_counter()
 
-        self.theta, self.h = theta, h
         counted = run.steps - final_from
         final = backend.to_float(final_sum) / counted
         summary = self._summary("completed", best, best_eval, last_eval, final,
