@@ -80,6 +80,21 @@ class Task(ABC):
         """An independent stream for evaluation, or ``None`` if the task has none."""
         return None
 
+    def observe(self, loss: Array) -> None:
+        """Feedback for tasks whose stream depends on the learner (curricula).
+
+        A trainer calls it once per step, after the loss of the batch last returned by
+        :meth:`next` is known, with that loss (nats, mean over the B streams: a 0-d array of
+        the backend, or a float). The default ignores it; ``copy`` uses it to lengthen its
+        sequences. A task that is never observed keeps its stream as configured.
+        """
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        """Task-specific numbers for the metrics lines (e.g. ``{"copy_length": 7}``); empty by
+        default."""
+        return {}
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """The whole state (generator and position): JSON scalars and NumPy arrays."""

@@ -19,6 +19,10 @@ from gradflow_plugins.models.influence import Influence
 from gradflow_plugins.models.lstm import LSTM
 from gradflow_plugins.models.rnn import RNN
 from gradflow_plugins.tasks.add import AddTask
+from gradflow_plugins.tasks.anbn import AnbnTask
+from gradflow_plugins.tasks.copy import CopyTask
+from gradflow_plugins.tasks.distant_brackets import DistantBracketsTask
+from gradflow_plugins.tasks.influence import InfluenceTask
 from gradflow_plugins.tasks.text import TextTask
 
 import gradflow
@@ -27,7 +31,9 @@ ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
     RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
-TASKS: tuple[type[gradflow.Task], ...] = (AddTask, TextTask)
+TASKS: tuple[type[gradflow.Task], ...] = (
+    AddTask, TextTask, CopyTask, AnbnTask, DistantBracketsTask, InfluenceTask,
+)
 
 
 @gradflow.hookimpl
