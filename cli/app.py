@@ -40,17 +40,33 @@ from gradflow_cli.check import check  # noqa: E402
 
 app.command(name="check")(check)
 
+from gradflow_cli.config_cmd import config_app  # noqa: E402
+
+app.add_typer(config_app, name="config")
+
+from gradflow_cli.plot import plot  # noqa: E402
+
+app.command(name="plot")(plot)
+
+from gradflow_cli.sweep import sweep  # noqa: E402
+
+app.command(name="sweep")(sweep)
+
 
 def main() -> None:
     """Console-script entry point: one clear line and exit code 2 for user errors."""
     debug = "--debug" in sys.argv
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # an exit status when a typer.Exit was raised
+        if isinstance(code, int) and code:
+            if code == 130:  # KeyboardInterrupt (a second Ctrl-C while a run checkpoints)
+                typer.echo("aborted", err=True)
+            sys.exit(code)
     except GradflowError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

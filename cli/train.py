@@ -2,8 +2,13 @@
 
 The configuration comes from ``--config FILE.toml`` (sections run, model, estimator, task,
 optimizer), then ``--set section.key=value`` overrides (TOML literals, else strings), then the
-flags; the later wins. The resolved config, metrics, summary and a checkpoint go to the run
+flags; the later wins. The resolved config, metrics, summary and checkpoints go to the run
 directory (``--out``, default ``runs/<time>-<task>-<estimator>``).
+
+``--resume RUN_DIR`` continues a stopped or killed run from its newest checkpoint with the
+configuration stored there (``--steps`` may change its length); the continued run equals an
+uninterrupted one bit for bit. SIGINT (Ctrl-C) or SIGTERM lets the current step finish, writes a
+checkpoint and exits with 128 + the signal number, printing the command that resumes.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.config import build_config
+from gradflow.config import ConfigError, build_config
 from gradflow.losses import LN2
 from gradflow.trainer import Trainer
 
@@ -21,7 +26,7 @@ _FLAGS = {
     "model": "model.name", "estimator": "estimator.name", "task": "task.name",
     "steps": "run.steps", "batch": "run.batch", "seed": "run.seed", "backend": "run.backend",
     "dtype": "run.dtype", "optimizer": "optimizer.name", "lr": "optimizer.lr",
-    "out": "run.out",
+    "out": "run.out", "checkpoint_every": "run.checkpoint_every",
 }
 
 
@@ -70,6 +75,13 @@ def train(
         help="learning rate γ (default adam 0.003, sgd 0.1)")] = None,
     out: Annotated[str | None, typer.Option(
         help="run directory (default runs/<time>-<task>-<estimator>)")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        help="steps between checkpoints (default 10000; 0: only at the end); the last two are "
+             "kept")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its own "
+             "configuration (only --steps may change)")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML file with sections run, model, estimator, task, optimizer")
     ] = None,
@@ -88,14 +100,30 @@ def train(
     """
     values = {"model": model, "estimator": estimator, "task": task, "steps": steps,
               "batch": batch, "seed": seed, "backend": backend, "dtype": dtype,
-              "optimizer": optimizer, "lr": lr, "out": out}
-    flags = {_FLAGS[k]: v for k, v in values.items()}
-    cfg = build_config(config, set_ or (), flags)
-    trainer = Trainer(cfg)
-    resolved = trainer.config
+              "optimizer": optimizer, "lr": lr, "out": out, "checkpoint_every": checkpoint_every}
     from rich.console import Console
 
     err = Console(stderr=True)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in values.items()
+                 if v is not None and k != "steps"]
+        given += [name for name, v in (("--config", config), ("--set", set_),
+                                       ("--force", force)) if v]
+        if given:
+            raise ConfigError(f"--resume continues a run with the configuration it was started "
+                              f"with; it cannot be combined with {', '.join(given)} (only "
+                              "--steps, to change its length)")
+        trainer = Trainer.resume(resume, steps)
+        for problem in trainer.skipped_checkpoints:
+            err.print(f"warning: skipped an unusable checkpoint: {problem}", markup=False,
+                      highlight=False)
+        if not quiet:
+            err.print(f"resuming {resume} at step {trainer.step:,} of "
+                      f"{trainer.config.run.steps:,}", markup=False, highlight=False)
+    else:
+        flags = {_FLAGS[k]: v for k, v in values.items()}
+        trainer = Trainer(build_config(config, set_ or (), flags))
+    resolved = trainer.config
     if not quiet:
         m = trainer.parts.model
         err.print(f"training {resolved.model.name} (n_state={m.n_state}, P={m.layout.size}) "
@@ -125,7 +153,8 @@ def _run_with_progress(trainer: Trainer, force: bool, console: Any) -> dict[str,
                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        tid = bar.add_task("train", total=trainer.config.run.steps, loss="…")
+        tid = bar.add_task("train", total=trainer.config.run.steps, completed=trainer.step,
+                           loss="…")
 
         def progress(step: int, record: dict[str, Any] | None) -> None:
             if record is None:

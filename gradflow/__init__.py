@@ -10,7 +10,8 @@ The public API (what built-in and third-party plugins use):
 * plugins: :data:`hookimpl`, :func:`get_registry`, :func:`register_plugin`;
 * factories: :func:`create_model`, :func:`create_estimator`, :func:`create_task`;
 * exact references: :func:`frozen_gradients`, :func:`bptt_gradients`;
-* training: :class:`TrainConfig`, :func:`build_config`, :class:`Trainer`, :func:`train`;
+* training: :class:`TrainConfig`, :func:`build_config`, :class:`Trainer`, :func:`train` and
+  :func:`resume` (returning a :class:`Run`), :func:`load_run`;
 * estimator checks: :func:`estimator_statistics` (bias, variance, cosine against a reference;
   ``gradflow check``);
 * the conformance suite for plugin authors: :mod:`gradflow.testing` (``check_model``,
@@ -50,8 +51,9 @@ from gradflow.random import CounterRNG
 from gradflow.readout import AffineReadout
 from gradflow.reference import bptt_gradients
 from gradflow.registry import get_registry, register_plugin, reload_registry, unregister_plugin
+from gradflow.run import Run, load_run, resume, train
 from gradflow.task import Batch, Task, TaskOptions
-from gradflow.trainer import Trainer, train
+from gradflow.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -82,6 +84,7 @@ __all__ = [
     "ParamLayout",
     "ParamSpec",
     "PluginError",
+    "Run",
     "ShapeError",
     "StepRecord",
     "Task",
@@ -101,8 +104,10 @@ __all__ = [
     "get_loss",
     "get_registry",
     "hookimpl",
+    "load_run",
     "register_plugin",
     "reload_registry",
+    "resume",
     "train",
     "unregister_plugin",
 ]

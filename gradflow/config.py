@@ -4,13 +4,14 @@
 The plugin sections (``model``, ``estimator``, ``task``) hold ``name`` and that plugin's options;
 the options are validated by the plugin's own ``Options`` model when the run is built
 (:func:`gradflow.registry.validate_options`), and the resolved config written to the run directory
-spells every default out. A config comes from a TOML file, ``section.key=value`` overrides (values
-parsed as TOML literals, falling back to plain strings) and command-line flags, in that order of
-precedence (the later wins).
+spells every default out. A config comes from a TOML file (or a JSON file such as a run's
+``config.json``), ``section.key=value`` overrides (values parsed as TOML literals, falling back to
+plain strings) and command-line flags, in that order of precedence (the later wins).
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -157,6 +158,27 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
 
 
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a config file: JSON if its name ends in ``.json`` (e.g. a run's ``config.json``),
+    else TOML; a run directory stands for its ``config.json``."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file():
+        p = p / "config.json"
+    if p.suffix.lower() != ".json":
+        return load_toml(p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a JSON object")
+    return data
+
+
 def parse_value(text: str) -> Any:
     """A TOML literal (``10``, ``1e-3``, ``true``, ``"x"``, ``[1, 2]``), else the string itself."""
     try:
@@ -190,7 +212,7 @@ def build_config(path: str | Path | None = None, sets: list[str] | tuple[str, ..
                  flags: dict[str, Any] | None = None) -> TrainConfig:
     """File, then ``--set`` overrides, then flags (``{"section.key": value}``; ``None`` values
     are ignored), validated into a :class:`TrainConfig`."""
-    data: dict[str, Any] = load_toml(path) if path is not None else {}
+    data: dict[str, Any] = load_file(path) if path is not None else {}
     for item in sets:
         merge(data, *parse_assignment(item))
     for dotted, value in (flags or {}).items():

@@ -13,7 +13,14 @@ Rules that keep a run directory from being lost or corrupted:
 * JSON files are written atomically (a temporary file in the same directory, flushed and fsynced,
   then renamed over the old one), so a reader sees the old or the new file, never half of one;
 * ``metrics.jsonl`` and ``timing.jsonl`` are appended one complete line at a time and flushed
-  after each line.
+  after each line;
+* one process at a time: a run directory being written is locked (``flock`` on ``.lock``,
+  where the OS has it), so a second ``gradflow train --resume`` of the same run, or a ``--force``
+  run into it, is refused instead of interleaving its lines with the first's;
+* resuming a run (:meth:`RunDir.reopen`) first cuts both files back to the checkpoint's step
+  (the lines a killed run wrote after its last checkpoint, and a half-written last line, go),
+  rewriting them atomically, so that the continued run appends exactly the lines an
+  uninterrupted run would have written.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from gradflow.errors import GradflowError
 
 CONFIG, METRICS, TIMING = "config.json", "metrics.jsonl", "timing.jsonl"
 SUMMARY, CHECKPOINT = "summary.json", "checkpoint"
+LOCK = ".lock"
 OWN_FILES = (CONFIG, METRICS, TIMING, SUMMARY, CHECKPOINT)
 
 
@@ -37,15 +45,35 @@ class RunDirError(GradflowError):
     """The run directory cannot be created or would overwrite an existing run."""
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``path``, flushed and fsynced before returning."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def fsync_directory(path: Path) -> None:
+    """fsync a directory, so that the renames in it survive a crash (where the OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp, data)
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -68,6 +96,23 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
+def _lock(path: Path) -> int | None:
+    """An exclusive, non-blocking ``flock`` on ``path/.lock`` (released when the descriptor is
+    closed, or the process ends); ``None`` where the OS has no ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        return None
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunDirError(f"run directory {str(path)!r} is being written by another gradflow "
+                          "process") from None
+    return fd
+
+
 def default_run_path(task: str, estimator: str, root: str = "runs") -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<task>-<estimator>``, made unique with a counter if needed."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -82,9 +127,10 @@ def default_run_path(task: str, estimator: str, root: str = "runs") -> Path:
 class RunDir:
     """A run directory being written."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lock: int | None = None) -> None:
         self.path = path
         self._files: dict[str, TextIO] = {}
+        self._lock = lock
 
     @classmethod
     def create(cls, path: str | Path, force: bool = False) -> RunDir:
@@ -92,10 +138,12 @@ class RunDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"run directory {str(p)!r} exists and is not a directory")
+        lock = None
         if p.is_dir() and any(p.iterdir()):
             if not force:
                 raise RunDirError(f"run directory {str(p)!r} already exists and is not empty; "
                                   "pass --force to overwrite it, or choose another --out")
+            lock = _lock(p)
             for name in OWN_FILES:
                 target = p / name
                 if target.is_dir() and not target.is_symlink():
@@ -107,7 +155,26 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(f"cannot create run directory {str(p)!r}: "
                               f"{exc.strerror or exc}") from None
-        return cls(p)
+        return cls(p, lock if lock is not None else _lock(p))
+
+    @classmethod
+    def reopen(cls, path: str | Path, step: int) -> RunDir:
+        """An existing run directory, to be continued after ``step``: the lines of
+        ``metrics.jsonl`` and ``timing.jsonl`` beyond ``step`` (and any partial line) are cut."""
+        p = Path(path)
+        if not p.is_dir():
+            raise RunDirError(f"run directory {str(p)!r} does not exist")
+        lock = _lock(p)
+        for name in (METRICS, TIMING):
+            target = p / name
+            if not target.exists():
+                continue
+            text = target.read_text(encoding="utf-8")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if line.endswith("\n") and _line_step(line) <= step]
+            if "".join(kept) != text:
+                atomic_write_bytes(target, "".join(kept).encode())
+        return cls(p, lock)
 
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_json(self.path / name, data)
@@ -127,21 +194,33 @@ class RunDir:
             self._append(TIMING, {"step": record["step"], **timing})
 
     def close(self) -> None:
+        """Close the files and release the directory's lock."""
         for fh in self._files.values():
             fh.close()
         self._files.clear()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl`` (a partial last line, from a killed run, is
-    skipped)."""
+def _line_step(line: str) -> float:
+    """The ``step`` of a JSON line; +inf for a line that is not a complete record."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def read_metrics(path: str | Path, name: str = METRICS) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` (or of its file ``name``, e.g.
+    ``timing.jsonl``); a partial last line, from a killed run, is skipped."""
     p = Path(path)
     if p.is_dir():
-        p = p / METRICS
+        p = p / name
     records = []
     for line in p.read_text(encoding="utf-8").splitlines():
         try:

@@ -5,13 +5,15 @@ Step t (t = 1, 2, ...):
 1. the task gives x_t, y_t and a reset mask; streams that reset go back to h_0 and the estimator
    is told (``Estimator.reset``);
 2. h_t, cache = model.forward(θ, h_{t−1}, x_t); ŷ_t = model.readout(θ, h_t);
-   ℓ_t, ∂ℓ_t/∂ŷ_t = loss(ŷ_t, y_t);
+   ℓ_t, ∂ℓ_t/∂ŷ_t = loss(ŷ_t, y_t); the task is shown ℓ_t (``Task.observe``: a curriculum such
+   as ``copy``'s lengthens its sequences on it);
 3. δ_t, ∂ℓ_t/∂θ_out = model.readout_vjp(θ, h_t, ∂ℓ_t/∂ŷ_t);
 4. g = estimator.step(θ, cache, δ_t, ∂ℓ_t/∂θ_out); when it returns a direction: clip it (the
    recurrent part and/or the whole), then θ ← optimizer.update(θ, g, η_t), η_t from the schedule.
 
 The loss stays on the device: it is summed there and read back only when a metrics line is written
-(every ``log_every`` steps, as the running mean since the previous line). At those moments a
+(every ``log_every`` steps, as the running mean since the previous line, with the task's own
+numbers, ``Task.metrics()``, such as ``copy_length``). At those moments a
 non-finite loss or θ stops the run with a clear message; the last checkpoint, written only from
 finite states, stays. Every ``eval_every`` steps the model (θ fixed) runs over the task's held-out
 stream from h_0 — the same ``eval_steps`` steps each time, so evaluations are comparable.
@@ -34,19 +36,29 @@ import numpy as np
 from pydantic import ValidationError
 
 from gradflow.backend import get_backend
-from gradflow.checkpoint import save_checkpoint, split_state
+from gradflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, split_state
 from gradflow.clipping import clip_direction
-from gradflow.config import OptimizerSection, PluginSection, TrainConfig
+from gradflow.config import ConfigError, OptimizerSection, PluginSection, TrainConfig
 from gradflow.errors import GradflowError, PluginError
 from gradflow.estimator import Estimator, StepRecord
 from gradflow.factory import check_capabilities
+from gradflow.loopstate import LoopState
 from gradflow.losses import LN2, get_loss
 from gradflow.model import Model
 from gradflow.optim import Optimizer, create_optimizer
 from gradflow.random import CounterRNG
 from gradflow.registry import get_registry, validate_options
-from gradflow.rundir import CONFIG, SUMMARY, RunDir, default_run_path
+from gradflow.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    SUMMARY,
+    RunDir,
+    RunDirError,
+    default_run_path,
+    finite_or_none,
+)
 from gradflow.schedules import learning_rate
+from gradflow.signals import StopFlag, stop_requests
 from gradflow.task import Task
 
 Array = Any
@@ -57,6 +69,16 @@ SEED_KEYS = {"model": 1, "task": 2, "estimator": 3}
 
 class TrainingError(GradflowError):
     """The run cannot go on (a non-finite loss or parameter)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped the run after a step; a checkpoint was written (see the
+    message). ``exit_code`` is 128 + the signal number, as a shell reports it."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum if signum else 1
 
 
 @dataclass
@@ -167,12 +189,30 @@ def build(config: TrainConfig) -> Components:
     return Components(resolved, backend, task, model, estimator, optimizer, seeds)
 
 
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with every default spelled out, as a run would use it (see :func:`build`),
+    without needing its backend to be usable here (a CuPy config resolves on a CPU machine)."""
+    probe = config.model_copy(deep=True)
+    probe.run.backend = "numpy"
+    resolved = build(probe).config
+    resolved.run.backend = config.run.backend
+    return resolved
+
+
 class Trainer:
     """Runs one training run of a :class:`~gradflow.config.TrainConfig`.
 
     ``Trainer(config).run(out, force, progress)`` trains, writes the run directory and returns
-    the summary dict. ``progress(step, record)`` is called every ``min(100, log_every)`` steps
-    with ``record=None`` and at every metrics line with the line.
+    the summary dict; ``Trainer.resume(run_dir).run()`` continues a run from its newest
+    checkpoint. ``progress(step, record)`` is called every ``min(100, log_every)`` steps with
+    ``record=None`` and at every metrics line with the line.
+
+    Checkpoints are written every ``run.checkpoint_every`` steps and at the end (the last two are
+    kept). While :meth:`run` trains, SIGINT and SIGTERM (in the main thread) let the current step
+    finish, write a checkpoint and raise :class:`TrainingInterrupted`. A resumed run restores θ,
+    h, the optimizer, the estimator (its generator included), the task's position and the loop's
+    running sums, so that it writes the same metrics lines and ends at the same θ, bit for bit,
+    as a run that was never stopped.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -185,6 +225,13 @@ class Trainer:
         self.step = 0
         self.loss_fn = get_loss(parts.task.loss)
         self._h0 = parts.model.initial_state(self.config.run.batch)
+        self._zero = parts.backend.xp.zeros((), dtype=parts.backend.dtype)
+        self.loop = LoopState.fresh(self._zero)
+        #: the checkpoint step this trainer was resumed from (``None`` for a fresh run)
+        self.resumed_from: int | None = None
+        #: problems of newer checkpoints that could not be read when resuming
+        self.skipped_checkpoints: list[str] = []
+        self._config_changed = False
 
     # -- one online step -----------------------------------------------------------------------
     def advance(self) -> tuple[Array, Array | None]:
@@ -203,6 +250,7 @@ class Trainer:
             estimator.reset(batch.reset)
         h, cache = model.forward(theta, h, batch.inputs)
         loss, dy = self.loss_fn(model.readout(theta, h), batch.targets)
+        parts.task.observe(loss)  # curricula (copy) follow the learner; a no-op by default
         delta, g_out = model.readout_vjp(theta, h, dy)
         direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
                                               grad_out=g_out))
@@ -241,7 +289,8 @@ class Trainer:
         """(arrays, JSON scalars) of the whole training state."""
         to_numpy = self.parts.backend.to_numpy
         arrays = {"theta": to_numpy(self.theta), "h": to_numpy(self.h)}
-        scalars: dict[str, Any] = {"trainer": {"step": self.step}}
+        arrays.update({f"loop.{k}": v for k, v in self.loop.arrays(to_numpy).items()})
+        scalars: dict[str, Any] = {"trainer": {"step": self.step}, "loop": self.loop.scalars()}
         for name, obj in (("optimizer", self.parts.optimizer),
                           ("estimator", self.parts.estimator), ("task", self.parts.task)):
             a, s = split_state(obj.state_dict(), to_numpy)
@@ -249,121 +298,227 @@ class Trainer:
             scalars[name] = s
         return arrays, scalars
 
-    def save_checkpoint(self, directory: str | Path) -> None:
+    def load_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state` (the same configuration's)."""
+        be, parts = self.parts.backend, self.parts
+
+        def part(name: str) -> dict[str, Any]:
+            prefix = f"{name}."
+            return {**scalars[name],
+                    **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}}
+
+        for key, like in (("theta", self.theta), ("h", self.h)):
+            if tuple(arrays[key].shape) != tuple(like.shape):
+                raise CheckpointError(f"checkpoint: {key} has shape {arrays[key].shape}, the "
+                                      f"configured model needs {tuple(like.shape)}")
+        # fresh, writable copies: θ and h are updated in place from here on
+        self.theta, self.h = (be.asarray(np.array(arrays[k])) for k in ("theta", "h"))
+        parts.optimizer.load_state_dict(part("optimizer"), be.asarray)
+        parts.estimator.load_state_dict(part("estimator"))
+        parts.task.load_state_dict(part("task"))
+        self.loop = LoopState.restore(part("loop"), scalars["loop"], be.asarray)
+        self.step = int(scalars["trainer"]["step"])
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Write the whole state as a checkpoint in ``directory`` (the last two are kept)."""
         import gradflow
 
         arrays, scalars = self.state()
-        save_checkpoint(directory, self.step, arrays, {
+        return save_checkpoint(directory, self.step, arrays, finite_or_none({
             "gradflow_version": gradflow.__version__,
-            "config": self.config.model_dump(mode="json"), "state": scalars})
+            "config": self.config.model_dump(mode="json"), "state": scalars}))
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, steps: int | None = None) -> Trainer:
+        """A trainer that continues the run in ``run_dir`` from its newest intact checkpoint,
+        with the configuration stored there; :meth:`run` then appends to the same directory.
+
+        ``steps`` (optional) changes ``run.steps``: to extend a finished run, or to stop
+        earlier. It may not move the final window (the last ``final_window`` steps, whose mean
+        is the final loss) to before the checkpoint, since those losses were not all summed.
+        """
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise RunDirError(f"cannot resume {str(path)!r}: no such run directory")
+        arrays, meta = load_checkpoint(path / CHECKPOINT)
+        try:
+            config = TrainConfig.model_validate(meta["config"])
+        except (KeyError, ValidationError) as exc:
+            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its configuration cannot "
+                                  f"be used ({type(exc).__name__})") from None
+        step, run = int(meta["step"]), config.run
+        final_window = run.final_window
+        new_steps = run.steps if steps is None else int(steps)
+        if new_steps < step:
+            raise ConfigError(f"cannot resume {str(path)!r} with {new_steps:,} steps: its "
+                              f"checkpoint is at step {step:,}")
+        if new_steps == step:
+            hint = "" if steps is not None else "; pass --steps N to train it further"
+            raise ConfigError(f"run {str(path)!r} has already reached step {step:,} of "
+                              f"{new_steps:,}{hint}")
+        old_from, new_from = max(run.steps - final_window, 0), max(new_steps - final_window, 0)
+        if new_from != old_from and new_from < step:
+            raise ConfigError(
+                f"cannot resume {str(path)!r} with {new_steps:,} steps: the final window (the "
+                f"last {final_window:,} steps) would start before the checkpoint at step "
+                f"{step:,}; use at least {step + final_window:,} steps")
+        changed = new_steps != run.steps
+        try:
+            run.steps = new_steps
+        except ValidationError as exc:
+            raise ConfigError(f"run.steps = {new_steps}: {exc.errors()[0]['msg']}") from None
+        run.out = str(path)
+        trainer = cls(config)
+        trainer.load_state(arrays, meta["state"])
+        if changed and new_from >= step:
+            trainer.loop.final_sum = trainer._zero  # no step before the checkpoint counts
+        trainer.resumed_from = step
+        trainer.skipped_checkpoints = list(meta.get("skipped", []))
+        trainer._config_changed = changed
+        return trainer
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, out: str | Path | None = None, force: bool = False,
-            progress: Progress | None = None) -> dict[str, Any]:
-        """Train for ``run.steps`` steps, writing the run directory; return the summary."""
+            progress: Progress | None = None, handle_signals: bool = True) -> dict[str, Any]:
+        """Train up to ``run.steps`` steps, writing the run directory; return the summary.
+
+        ``handle_signals``: let SIGINT/SIGTERM stop the run cleanly (main thread only).
+        """
         cfg = self.config
         run = cfg.run
-        path = out or run.out or default_run_path(cfg.task.name, cfg.estimator.name)
-        rundir = RunDir.create(path, force=force)
-        cfg.run.out = str(rundir.path)
-        rundir.write_json(CONFIG, cfg.model_dump(mode="json"))
+        if self.resumed_from is not None:
+            if out is not None and Path(out).resolve() != Path(str(run.out)).resolve():
+                raise RunDirError(f"a resumed run continues in its own directory {run.out!r}, "
+                                  f"not {str(out)!r}")
+            rundir = RunDir.reopen(str(run.out), self.step)
+        else:
+            path = out or run.out or default_run_path(cfg.task.name, cfg.estimator.name)
+            rundir = RunDir.create(path, force=force)
+            cfg.run.out = str(rundir.path)
         try:
-            with _blas_threads(run.threads):
-                summary = self._loop(rundir, progress)
+            if self.resumed_from is None or self._config_changed:
+                rundir.write_json(CONFIG, cfg.model_dump(mode="json"))
+            with _blas_threads(run.threads), stop_requests(handle_signals) as stop:
+                summary = self._loop(rundir, progress, stop)
         finally:
             rundir.close()
         return summary
 
-    def _loop(self, rundir: RunDir, progress: Progress | None) -> dict[str, Any]:
+    def _checkpoint(self, rundir: RunDir, start: float, window_start: float) -> None:
+        now = time.perf_counter()
+        self.loop.elapsed, self.loop.window_seconds = now - start, now - window_start
+        self.loop.last_good = self.step
+        self.save_checkpoint(rundir.checkpoint)
+
+    def _finite(self, loss_sum: Array) -> bool:
+        xp, backend = self.parts.backend.xp, self.parts.backend
+        return math.isfinite(backend.to_float(loss_sum)) and bool(xp.all(xp.isfinite(self.theta)))
+
+    def _stop(self, rundir: RunDir, stop: StopFlag, start: float, window_start: float) -> None:
+        """Checkpoint (if θ is finite and not already saved at this step) and raise."""
+        acc, step = self.loop, self.step
+        finite = self._finite(acc.loss_sum)
+        if finite and acc.last_good != step:
+            self._checkpoint(rundir, start, window_start)
+        seconds = time.perf_counter() - start
+        rundir.write_json(SUMMARY, self._summary("interrupted", None, seconds))
+        where = f"training stopped by {stop.name} at step {step:,} of {self.config.run.steps:,}"
+        if acc.last_good is None:
+            raise TrainingInterrupted(f"{where}; θ is not finite and no checkpoint was written",
+                                      stop.signum)
+        saved = ("checkpoint saved" if acc.last_good == step else
+                 f"θ is not finite; the last good checkpoint is at step {acc.last_good:,}")
+        raise TrainingInterrupted(f"{where}; {saved}; resume with: gradflow train --resume "
+                                  f"{rundir.path}", stop.signum)
+
+    def _loop(self, rundir: RunDir, progress: Progress | None, stop: StopFlag) -> dict[str, Any]:
         cfg = self.config
         run, opt = cfg.run, cfg.optimizer
         parts = self.parts
         task, backend = parts.task, parts.backend
         xp = backend.xp
         lr, schedule, decay = opt.lr, opt.schedule, opt.decay
-        zero = xp.zeros((), dtype=backend.dtype)
+        zero = self._zero
         is_ce = task.loss == "ce"
         tick = min(100, run.log_every)
         has_eval = run.eval_every > 0 and task.held_out() is not None
-
-        loss_sum, norm_sum, updates = zero, zero, 0
-        final_sum, final_from = zero, max(run.steps - run.final_window, 0)
-        best: tuple[float, int] | None = None
-        best_eval: tuple[float, int] | None = None
-        last_eval: float | None = None
-        last_good: int | None = None
-        start = window_start = time.perf_counter()
-        window_steps = 0
+        final_from = max(run.steps - run.final_window, 0)
+        acc = self.loop
+        start = time.perf_counter() - acc.elapsed
+        window_start = time.perf_counter() - acc.window_seconds
 
         while self.step < run.steps:
             loss, raw_norm = self.advance()
             step = self.step
-            loss_sum = loss_sum + loss
+            acc.loss_sum = acc.loss_sum + loss
             if step > final_from:
-                final_sum = final_sum + loss
+                acc.final_sum = acc.final_sum + loss
             if raw_norm is not None:
-                norm_sum = norm_sum + raw_norm
-                updates += 1
-            window_steps += 1
+                acc.norm_sum = acc.norm_sum + raw_norm
+                acc.updates += 1
+            acc.window_steps += 1
             if step % run.log_every and step != run.steps:
                 if progress is not None and step % tick == 0:
                     progress(step, None)
+                if stop:
+                    self._stop(rundir, stop, start, window_start)
                 continue
 
             # -- a metrics line: the only place numbers come back from the device --------------
             theta = self.theta
-            mean_loss = backend.to_float(loss_sum) / window_steps
+            mean_loss = backend.to_float(acc.loss_sum) / acc.window_steps
             finite = math.isfinite(mean_loss) and bool(xp.all(xp.isfinite(theta)))
             now = time.perf_counter()
             record: dict[str, Any] = {
                 "step": step,
                 "loss": mean_loss,
                 "bits": mean_loss / LN2 if is_ce else None,
-                "grad_norm": backend.to_float(norm_sum) / updates if updates else None,
+                "grad_norm": backend.to_float(acc.norm_sum) / acc.updates if acc.updates
+                else None,
                 "lr": learning_rate(schedule, lr, step, decay),
+                **task.metrics(),
             }
             if finite and has_eval and (step % run.eval_every == 0 or step == run.steps):
-                last_eval = self.evaluate()
+                last_eval = acc.last_eval = self.evaluate()
                 record["eval_loss"] = last_eval
                 record["eval_bits"] = last_eval / LN2 if is_ce and last_eval is not None \
                     else None
-                if last_eval is not None and (best_eval is None or last_eval < best_eval[0]):
-                    best_eval = (last_eval, step)
+                if last_eval is not None and (acc.best_eval is None
+                                              or last_eval < acc.best_eval[0]):
+                    acc.best_eval = (last_eval, step)
             rundir.log(record, {
                 "wall": round(now - start, 3),
-                "steps_per_s": round(window_steps / max(now - window_start, 1e-9), 1),
+                "steps_per_s": round(acc.window_steps / max(now - window_start, 1e-9), 1),
             })
             if not finite:
                 what = "the loss" if not math.isfinite(mean_loss) else "θ"
-                kept = (f"the last good checkpoint (step {last_good}) is in "
-                        f"{rundir.checkpoint}" if last_good else "no checkpoint was written")
-                rundir.write_json(SUMMARY, self._summary(
-                    "diverged", best, best_eval, last_eval, None, now - start))
+                kept = (f"the last good checkpoint (step {acc.last_good}) is in "
+                        f"{rundir.checkpoint}" if acc.last_good else "no checkpoint was written")
+                rundir.write_json(SUMMARY, self._summary("diverged", None, now - start))
                 raise TrainingError(f"training diverged at step {step}: {what} is not finite "
                                     f"(lower optimizer.lr or set optimizer.clip); {kept}")
-            if best is None or mean_loss < best[0]:
-                best = (mean_loss, step)
+            if acc.best is None or mean_loss < acc.best[0]:
+                acc.best = (mean_loss, step)
+            acc.reset_window(zero)
+            window_start = time.perf_counter()
             if step == run.steps or (run.checkpoint_every and step % run.checkpoint_every == 0):
-                self.save_checkpoint(rundir.checkpoint)
-                last_good = step
+                self._checkpoint(rundir, start, window_start)
             if progress is not None:
                 progress(step, record)
-            loss_sum, norm_sum, updates, window_steps = zero, zero, 0, 0
-            window_start = time.perf_counter()
+            if stop and step < run.steps:
+                self._stop(rundir, stop, start, window_start)
 
         counted = run.steps - final_from
-        final = backend.to_float(final_sum) / counted
-        summary = self._summary("completed", best, best_eval, last_eval, final,
-                                time.perf_counter() - start)
+        final = backend.to_float(acc.final_sum) / counted
+        summary = self._summary("completed", final, time.perf_counter() - start)
         rundir.write_json(SUMMARY, summary)
         return summary
 
-    def _summary(self, status: str, best: tuple[float, int] | None,
-                 best_eval: tuple[float, int] | None, last_eval: float | None,
-                 final: float | None, seconds: float) -> dict[str, Any]:
-        cfg, task = self.config, self.parts.task
+    def _summary(self, status: str, final: float | None, seconds: float) -> dict[str, Any]:
+        cfg, task, acc = self.config, self.parts.task, self.loop
         is_ce = task.loss == "ce"
         counted = min(cfg.run.final_window, cfg.run.steps)
+        best, best_eval = acc.best, acc.best_eval
         return {
             "status": status,
             "steps": self.step,
@@ -372,7 +527,7 @@ class Trainer:
             "final_window": counted,
             "best_loss": best[0] if best else None,
             "best_loss_step": best[1] if best else None,
-            "eval_loss": last_eval,
+            "eval_loss": acc.last_eval,
             "best_eval_loss": best_eval[0] if best_eval else None,
             "best_eval_step": best_eval[1] if best_eval else None,
             "optimum": task.optimum,
@@ -386,9 +541,3 @@ class Trainer:
             "steps_per_s": round(self.step / max(seconds, 1e-9), 1),
             "run_dir": cfg.run.out,
         }
-
-
-def train(config: TrainConfig, out: str | Path | None = None, force: bool = False,
-          progress: Progress | None = None) -> dict[str, Any]:
-    """Train ``config`` and return the summary (see :class:`Trainer`)."""
-    return Trainer(config).run(out, force, progress)

@@ -33,7 +33,7 @@ def test_run_directory(tmp_path: Path) -> None:
     trainer = Trainer(config())
     summary = trainer.run(out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint", "config.json", "metrics.jsonl", "summary.json", "timing.jsonl"]
+        ".lock", "checkpoint", "config.json", "metrics.jsonl", "summary.json", "timing.jsonl"]
 
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["run"]["out"] == str(out)
@@ -79,15 +79,18 @@ def test_checkpoint_loads_without_pickle(tmp_path: Path) -> None:
     trainer = Trainer(config(steps=250))
     trainer.run(tmp_path)
     arrays, meta = load_checkpoint(tmp_path / "checkpoint")
-    assert meta["format"] == "gradflow-checkpoint" and meta["version"] == 1
+    assert meta["format"] == "gradflow-checkpoint" and meta["version"] == 2
     assert meta["step"] == 250 and meta["state"]["trainer"]["step"] == 250
-    ckpt = tmp_path / "checkpoint"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["arrays-000000000250.npz", "meta.json"]
+    # checkpoint_every=300 > 250 steps: only the final one; one directory per checkpoint
+    assert [p.name for p in (tmp_path / "checkpoint").iterdir()] == ["step-000000000250"]
+    ckpt = tmp_path / "checkpoint" / "step-000000000250"
+    assert meta["path"] == str(ckpt) and meta["skipped"] == []
+    assert sorted(p.name for p in ckpt.iterdir()) == ["arrays.npz", "meta.json"]
     with np.load(ckpt / meta["arrays"], allow_pickle=False) as npz:
         assert set(npz.files) == set(arrays)
         np.testing.assert_array_equal(npz["theta"], trainer.parts.backend.to_numpy(trainer.theta))
     assert {"theta", "h", "optimizer.m", "optimizer.v", "task.history",
-            "estimator.array.g_out"} <= set(arrays)
+            "estimator.array.g_out", "loop.loss_sum", "loop.final_sum"} <= set(arrays)
     est = meta["state"]["estimator"]
     assert est["rng.seed"] == trainer.parts.seeds["estimator"] and est["history_len"] == 10
     assert meta["config"] == trainer.config.model_dump(mode="json")
@@ -99,12 +102,14 @@ def test_checkpoint_loads_without_pickle(tmp_path: Path) -> None:
 
 def test_checkpoint_damage_is_detected(tmp_path: Path) -> None:
     Trainer(config(steps=100)).run(tmp_path)
-    ckpt = tmp_path / "checkpoint"
+    ckpt = tmp_path / "checkpoint" / "step-000000000100"
     meta = json.loads((ckpt / "meta.json").read_text())
     npz = ckpt / meta["arrays"]
     npz.write_bytes(npz.read_bytes()[:-10])
     with pytest.raises(CheckpointError, match="damaged"):
         load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError, match="damaged"):  # the newest, and no older one
+        load_checkpoint(tmp_path / "checkpoint")
     (ckpt / "meta.json").write_text(json.dumps({**meta, "version": 99}))
     with pytest.raises(CheckpointError, match="version 99"):
         load_checkpoint(ckpt)

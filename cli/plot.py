@@ -1,0 +1,36 @@
+"""``gradflow plot RUN_DIR... --out FILE.png|svg``: learning curves of runs on one figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradflow.plot import check_output, learning_curves
+
+
+def plot(
+    runs: Annotated[list[Path], typer.Argument(
+        help="run directories (a sweep's run directories work too)", show_default=False)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="output image: .png, .svg or .pdf", show_default=False)],
+    metric: Annotated[str, typer.Option(
+        help="loss, bits, eval_loss, eval_bits, grad_norm, lr, steps_per_s, ...")] = "loss",
+    smooth: Annotated[int, typer.Option(
+        min=1, help="trailing mean over this many metrics lines (1: none)")] = 5,
+    title: Annotated[str | None, typer.Option(help="figure title")] = None,
+    log_y: Annotated[bool, typer.Option("--log-y", help="logarithmic y axis")] = False,
+    dpi: Annotated[int, typer.Option(min=10, help="PNG resolution (dots per inch)")] = 100,
+) -> None:
+    """Plot the learning curves of several runs on one figure: METRIC against the step, one
+    line per run, labelled estimator/model/task (+ seed when the seeds differ).
+
+    Example: gradflow plot runs/a runs/b --out curves.png --metric bits --smooth 10
+    """
+    check_output(out)
+    figure = learning_curves(runs, metric=metric, smooth=smooth, title=title, log_y=log_y)
+    for name in figure.skipped:
+        typer.echo(f"warning: {name} has no values of {metric!r}; left out", err=True)
+    path = figure.save(out, dpi=dpi)
+    typer.echo(f"{len(figure.lines)} run(s) plotted to {path}")

@@ -1,0 +1,198 @@
+"""The Python API of training runs: :func:`train`, :func:`resume`, :func:`load_run` and
+:class:`Run`.
+
+``gradflow.train(config)`` trains and returns a :class:`Run`: the run directory, the resolved
+configuration, the summary, and the learning curve as NumPy arrays::
+
+    run = gradflow.train({"estimator": {"name": "tbptt"}, "run": {"steps": 20_000}})
+    run.metrics["step"], run.metrics["loss"]     # arrays, one entry per metrics line
+    run["final_loss"]                             # the summary (a Run reads like its dict)
+    run.theta                                     # θ of the newest checkpoint
+
+The config is a :class:`~gradflow.TrainConfig`, a nested dict (the TOML file's structure), a
+path to a TOML file, or ``None`` (the defaults); ``sets`` adds ``section.key=value`` overrides as
+on the command line. ``gradflow.load_run(dir)`` opens a run directory written by either the CLI
+or the API, and ``gradflow.resume(dir)`` continues one from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from gradflow.checkpoint import load_checkpoint
+from gradflow.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    config_from_dict,
+    merge,
+    parse_assignment,
+)
+from gradflow.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, TIMING, RunDirError, read_metrics
+from gradflow.trainer import Progress, Trainer
+
+ConfigLike = TrainConfig | Mapping[str, Any] | str | Path | None
+
+
+def as_config(config: ConfigLike = None, sets: Sequence[str] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a config, a nested dict, a TOML path or ``None``, with
+    ``section.key=value`` overrides applied (keys the config does not set keep their defaults,
+    including an estimator's optimizer defaults)."""
+    if config is None or isinstance(config, str | Path):
+        return build_config(config, sets)
+    if isinstance(config, TrainConfig):
+        if not sets:
+            return config
+        data = config.model_dump(mode="json", exclude_unset=True)
+    elif isinstance(config, Mapping):
+        data = json.loads(json.dumps(config, default=str))  # a deep copy of plain values
+    else:
+        raise ConfigError(f"a config is a TrainConfig, a dict or a TOML path, not "
+                          f"{type(config).__name__}")
+    for item in sets:
+        merge(data, *parse_assignment(item))
+    return config_from_dict(data)
+
+
+def columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """JSON records as columns: ``step`` as int64, every other numeric key as float64 with NaN
+    where a line lacks it (``eval_loss`` exists only on evaluation lines)."""
+    keys: dict[str, None] = {}
+    for record in records:
+        keys.update(dict.fromkeys(record))
+    out: dict[str, np.ndarray] = {}
+    for key in keys:
+        values = [r.get(key) for r in records]
+        if not all(v is None or isinstance(v, int | float) for v in values):
+            continue
+        if key == "step":
+            out[key] = np.array(values, dtype=np.int64)
+        else:
+            out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return out
+
+
+class Run(Mapping[str, Any]):
+    """A run directory: its configuration, summary, learning curve and checkpoint.
+
+    A Run reads like its summary dict (``run["final_loss"]``, ``dict(run)``), which is what
+    :func:`train` returned before it returned a Run.
+    """
+
+    def __init__(self, path: str | Path, config: TrainConfig, summary: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.summary = summary
+        self._metrics: dict[str, np.ndarray] | None = None
+        self._timing: dict[str, np.ndarray] | None = None
+
+    # -- the summary, as a mapping ---------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self.summary[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.summary)
+
+    def __len__(self) -> int:
+        return len(self.summary)
+
+    def __repr__(self) -> str:
+        final = self.summary.get("final_loss")
+        loss = f", final_loss={final:.4f}" if isinstance(final, float) else ""
+        return (f"Run({str(self.path)!r}, status={self.status!r}, "
+                f"steps={self.summary.get('steps')}{loss})")
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``interrupted``, ``diverged``, or ``incomplete`` (no summary yet: a
+        killed or still running run)."""
+        return str(self.summary.get("status", "incomplete"))
+
+    @property
+    def name(self) -> str:
+        """``estimator/model/task``."""
+        c = self.config
+        return f"{c.estimator.name}/{c.model.name}/{c.task.name}"
+
+    # -- the learning curve -----------------------------------------------------------------------
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        """``metrics.jsonl`` as arrays: ``step`` (int64), ``loss``, ``bits``, ``grad_norm``,
+        ``lr``, ``eval_loss``, ``eval_bits`` (float64; NaN where a line has no value)."""
+        if self._metrics is None:
+            self._metrics = columns(self._records(METRICS))
+        return self._metrics
+
+    @property
+    def timing(self) -> dict[str, np.ndarray]:
+        """``timing.jsonl`` as arrays: ``step``, ``wall`` (seconds), ``steps_per_s``."""
+        if self._timing is None:
+            self._timing = columns(self._records(TIMING))
+        return self._timing
+
+    def _records(self, name: str) -> list[dict[str, Any]]:
+        return read_metrics(self.path, name) if (self.path / name).exists() else []
+
+    def reload(self) -> Run:
+        """Read the directory again (a run that is still being written)."""
+        return load_run(self.path)
+
+    # -- the checkpoint ---------------------------------------------------------------------------
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, meta) of the newest intact checkpoint (see :mod:`gradflow.checkpoint`)."""
+        return load_checkpoint(self.path / CHECKPOINT)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """θ of the newest checkpoint (the final θ of a completed run), as a NumPy array."""
+        return self.checkpoint()[0]["theta"]
+
+
+def load_run(path: str | Path) -> Run:
+    """Open the run directory ``path``."""
+    p = Path(path)
+    if not (p / CONFIG).is_file():
+        raise RunDirError(f"{str(p)!r} is not a gradflow run directory ({CONFIG} is missing)")
+    try:
+        config = TrainConfig.model_validate(json.loads((p / CONFIG).read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise RunDirError(f"{str(p / CONFIG)!r} cannot be read as a gradflow config "
+                          f"({type(exc).__name__})") from None
+    summary: dict[str, Any] = {}
+    if (p / SUMMARY).is_file():
+        try:
+            summary = json.loads((p / SUMMARY).read_text())
+        except (OSError, ValueError):
+            summary = {}
+    return Run(p, config, summary)
+
+
+def train(config: ConfigLike = None, *, out: str | Path | None = None, force: bool = False,
+          sets: Sequence[str] = (), progress: Progress | None = None,
+          handle_signals: bool = True) -> Run:
+    """Train ``config`` (see :func:`as_config`) into the run directory ``out`` (default
+    ``run.out``, else ``runs/<time>-<task>-<estimator>``) and return the :class:`Run`.
+
+    An existing non-empty directory is refused unless ``force``. ``progress(step, record)`` is
+    called as the run goes (see :class:`~gradflow.Trainer`). With ``handle_signals`` (and in the
+    main thread), SIGINT/SIGTERM stop the run after a step with a checkpoint, raising
+    :class:`~gradflow.trainer.TrainingInterrupted`; :func:`resume` continues it.
+    """
+    trainer = Trainer(as_config(config, sets))
+    summary = trainer.run(out, force, progress, handle_signals=handle_signals)
+    return Run(str(trainer.config.run.out), trainer.config, summary)
+
+
+def resume(path: str | Path, steps: int | None = None, progress: Progress | None = None,
+           handle_signals: bool = True) -> Run:
+    """Continue the run in ``path`` from its newest checkpoint (bit for bit what an
+    uninterrupted run would have done); ``steps`` extends (or shortens) ``run.steps``."""
+    trainer = Trainer.resume(path, steps)
+    summary = trainer.run(progress=progress, handle_signals=handle_signals)
+    return Run(str(trainer.config.run.out), trainer.config, summary)

@@ -1,0 +1,123 @@
+"""`gradflow plot`: learning curves of several runs rendered to PNG/SVG and checked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradflow_cli.app import main
+
+import gradflow
+from gradflow.plot import PlotError, learning_curves, run_labels, trailing_mean
+
+pytest.importorskip("matplotlib")
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
+
+
+def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for estimator, seed in (("tbptt", 0), ("tbptt", 1), ("rtrl", 0)):
+        out = root / f"{estimator}-{seed}"
+        gradflow.train({"run": {"steps": 1500, "log_every": 50, "eval_every": 500,
+                                "eval_steps": 50, "seed": seed},
+                        "model": {"n_hidden": 8}, "estimator": {"name": estimator}}, out=out)
+        paths.append(out)
+    return paths
+
+
+def test_png_has_one_line_per_run(runs, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "curves.png"
+    code, stdout, stderr = cli(monkeypatch, capsys, "plot", *map(str, runs), "--out", str(out),
+                               "--smooth", "3")
+    assert code == 0, stderr
+    assert stdout.strip() == f"3 run(s) plotted to {out}"
+    image = imread(out)
+    assert image.shape[:2] == (500, 800)  # 8 × 5 inches at 100 dpi
+    rgb = image[..., :3]
+    assert rgb.std() > 0.05 and (rgb.min(axis=-1) < 0.9).mean() > 0.01  # not blank
+
+    figure = learning_curves(runs, smooth=3)
+    lines = [line for line in figure.figure.axes[0].get_lines() if line.get_gid() == "run"]
+    assert len(lines) == 3 and list(figure.lines.values()) == lines
+    assert sorted(figure.lines) == ["rtrl/rnn/add seed=0", "tbptt/rnn/add seed=0",
+                                    "tbptt/rnn/add seed=1"]
+    for line in lines:  # every run's line is drawn in the image, in its own colour
+        colour = np.array(to_rgb(line.get_color()))
+        close = np.abs(rgb - colour).max(axis=-1) < 0.08
+        assert close.sum() > 300, line.get_label()
+    assert len({line.get_color() for line in lines}) == 3
+    x, y = lines[0].get_data()
+    assert list(x) == list(range(50, 1501, 50))
+    loss = gradflow.load_run(runs[0]).metrics["loss"]
+    np.testing.assert_allclose(y, trailing_mean(loss, 3))
+    assert y[2] == pytest.approx(loss[:3].mean()) and y[0] == loss[0]
+    reference = [line for line in figure.figure.axes[0].get_lines()
+                 if line.get_gid() == "reference"]
+    assert len(reference) == 1 and reference[0].get_ydata()[0] == pytest.approx(0.4544, abs=1e-3)
+
+
+def test_svg_and_other_metrics(runs, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "eval.svg"
+    code, _, stderr = cli(monkeypatch, capsys, "plot", str(runs[0]), str(runs[2]), "--out",
+                          str(out), "--metric", "eval_bits", "--smooth", "1")
+    assert code == 0, stderr
+    text = out.read_text()
+    assert text.startswith("<?xml") and "<svg" in text
+    figure = learning_curves(runs[:1], metric="eval_loss", smooth=1)
+    (line,) = figure.lines.values()
+    assert list(line.get_xdata()) == [500, 1000, 1500]  # only the evaluation lines
+    assert run_labels([gradflow.load_run(r) for r in runs[:1]]) == ["tbptt/rnn/add"]
+    grad = learning_curves(runs, metric="grad_norm", smooth=1)
+    assert len(grad.lines) == 3 and not [
+        ln for ln in grad.figure.axes[0].get_lines() if ln.get_gid() == "reference"]
+
+
+def test_labels_tell_apart_runs_that_differ_elsewhere(tmp_path) -> None:
+    runs = [gradflow.train({"run": {"steps": 100, "log_every": 50, "eval_every": 0},
+                            "model": {"n_hidden": 4}, "optimizer": {"lr": lr}},
+                           out=tmp_path / str(lr)) for lr in (0.01, 0.001)]
+    assert run_labels(runs) == ["rtrl/rnn/add optimizer.lr=0.01",
+                                "rtrl/rnn/add optimizer.lr=0.001"]
+
+
+def test_errors_are_one_line(runs, tmp_path, monkeypatch, capsys) -> None:
+    cases = [
+        (["--out", str(tmp_path / "x.jpg")], "the output must end in .png, .svg, .pdf"),
+        (["--out", str(tmp_path / "x.png"), "--metric", "nope"],
+         "no run has values of 'nope'; available: bits, eval_bits, eval_loss, grad_norm"),
+    ]
+    for args, message in cases:
+        code, _, err = cli(monkeypatch, capsys, "plot", str(runs[0]), *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(monkeypatch, capsys, "plot", str(tmp_path), "--out",
+                       str(tmp_path / "x.png"))
+    assert code == 2 and "not a gradflow run directory" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_without_matplotlib(runs, tmp_path, monkeypatch, capsys) -> None:
+    for name in [m for m in sys.modules if m.startswith("matplotlib")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(PlotError, match=r"pip install 'gradflow\[plot\]'"):
+        learning_curves(runs)
+    code, _, err = cli(monkeypatch, capsys, "plot", str(runs[0]), "--out",
+                       str(tmp_path / "x.png"))
+    assert code == 2
+    assert err == "error: plotting needs matplotlib: pip install 'gradflow[plot]'\n"
