@@ -112,14 +112,16 @@ class Backend:
         return arr
 
     def to_numpy(self, value: Any) -> np.ndarray:
-        """Copy an array of this backend to a NumPy array on the host."""
-        if isinstance(value, np.ndarray):
-            return value
-        if self.name == "cupy":
+        """Copy an array of this backend to a NumPy array on the host.
+
+        Always a copy, never a view: the hot paths update θ and the estimators' state in place,
+        so a snapshot (a checkpoint, a row of gradients) must not share their memory.
+        """
+        if self.name == "cupy" and not isinstance(value, np.ndarray):
             return value.get()
-        if self.name == "array_api_strict":
-            return np.from_dlpack(value)
-        return np.asarray(value)
+        if self.name == "array_api_strict" and _is_strict_array(value):
+            return np.array(np.from_dlpack(value), copy=True)
+        return np.array(value, copy=True)
 
     def to_float(self, value: Any) -> float:
         """Read a 0-d array (for example a loss) back to the host as a Python float."""

@@ -7,7 +7,9 @@ recurrent part was clipped):
 
 Clipping the recurrent part separately is the variance control that the rank-one estimators
 (UORO, NoBackTrack) need (DESIGN §9): their recurrent estimates are noisy, their readout part is
-exact. Everything stays on the device: the factors are 0-d arrays, nothing is read back.
+exact. Everything stays on the device: the factors are 0-d arrays, nothing is read back, and the
+direction is scaled in place (``g[:n_rec] *= f``: no array of size P is allocated). Norms are dot
+products (``vecdot``: one pass, no temporary g ⊙ g).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _TINY = 1e-30
 
 def norm(xp: Any, g: Array) -> Array:
     """Euclidean norm of a 1-D array as a 0-d array of the same backend."""
-    return xp.sqrt(xp.sum(g * g))
+    return xp.sqrt(xp.vecdot(g, g))
 
 
 def _factor(xp: Any, size: Array, limit: float) -> Array:
@@ -29,15 +31,23 @@ def _factor(xp: Any, size: Array, limit: float) -> Array:
 
 def clip_direction(xp: Any, g: Array, n_rec: int, clip: float | None = None,
                    clip_rec: float | None = None) -> tuple[Array, Array]:
-    """Return the clipped direction and the norm ‖g‖ of the direction as it came in.
+    """Clip ``g`` in place; return it and the norm ‖g‖ of the direction as it came in.
 
     ``n_rec`` is the number of recurrent parameters (the first ``n_rec`` entries of g); ``None``
-    or 0 switches a clip off.
+    or 0 switches a clip off (then ``g`` is not written). ``g`` must be writable and owned by the
+    caller (see :meth:`gradflow.Estimator.step`). ‖g‖² is ‖g_rec‖² + ‖g_out‖², so each part is
+    read once for all the norms: ‖g‖ after clipping the recurrent part by f is
+    sqrt(f²‖g_rec‖² + ‖g_out‖²).
     """
-    raw = norm(xp, g)
-    if clip_rec and n_rec > 0:
-        g_rec = g[:n_rec]
-        g = xp.concat([g_rec * _factor(xp, norm(xp, g_rec), clip_rec), g[n_rec:]])
+    rec_sq = xp.vecdot(g[:n_rec], g[:n_rec]) if n_rec > 0 else None
+    out_sq = xp.vecdot(g[n_rec:], g[n_rec:])
+    raw = xp.sqrt(out_sq if rec_sq is None else rec_sq + out_sq)
+    size = raw
+    if clip_rec and rec_sq is not None:
+        factor = _factor(xp, xp.sqrt(rec_sq), clip_rec)
+        g[:n_rec] *= factor
+        if clip:
+            size = xp.sqrt(rec_sq * (factor * factor) + out_sq)
     if clip:
-        g = g * _factor(xp, raw if not clip_rec else norm(xp, g), clip)
+        g *= _factor(xp, size, clip)
     return g, raw

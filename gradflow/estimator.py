@@ -108,7 +108,14 @@ class Estimator(ABC):
 
     @abstractmethod
     def step(self, record: StepRecord) -> Array | None:
-        """Consume one step; return a direction for θ, shape (P,), or ``None``."""
+        """Consume one step; return a direction for θ, shape (P,), or ``None``.
+
+        The returned array belongs to the caller only until the next call of :meth:`step`,
+        :meth:`flush` or :meth:`reset`: an estimator may return the same preallocated buffer every
+        step (the built-in ones do, see :meth:`direction_buffer`), and the caller may modify it in
+        place (the trainer clips it in place). A caller that keeps it must copy it; an estimator
+        must not keep the returned array as part of its state.
+        """
 
     def stream_estimates(self) -> Array | None:
         """Per-stream recurrent parts of the last step's estimate, shape (B, P_rec), or ``None``.
@@ -135,23 +142,55 @@ class Estimator(ABC):
             setattr(self, key, value)
 
     def state_dict(self) -> StateDict:
-        """Flat dict of arrays and scalars: the whole state, random generator included."""
+        """Flat dict of arrays and scalars: the whole state, random generator included.
+
+        A snapshot: the arrays are copies, since the hot paths update the state in place.
+        """
         state: StateDict = {"batch": self.batch}
         state.update({f"rng.{k}": v for k, v in self.rng.get_state().items()})
-        state.update({f"array.{k}": v for k, v in self.state_arrays().items()})
+        state.update({f"array.{k}": self.copy_array(v) for k, v in self.state_arrays().items()})
         return state
 
     def load_state_dict(self, state: StateDict) -> None:
+        """Restore a :meth:`state_dict` (copying its arrays: ``state`` stays untouched)."""
         self.batch = int(state["batch"])
         self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
-        arrays = {k[len("array."):]: self.backend.asarray(v) for k, v in state.items()
+        arrays = {k[len("array."):]: self.load_array(v) for k, v in state.items()
                   if k.startswith("array.")}
         self.load_state_arrays(arrays)
 
+    def copy_array(self, x: Array) -> Array:
+        """A copy of an array of this backend (for snapshots of state updated in place)."""
+        return self.xp.asarray(x, copy=True)
+
+    def load_array(self, value: Any) -> Array:
+        """``value`` (NumPy or this backend) as a fresh array of this backend, never an alias."""
+        return self.copy_array(self.backend.asarray(value))
+
     # -- helpers for subclasses --------------------------------------------------------------
     def full_direction(self, g_rec: Array, g_out: Array) -> Array:
-        """Concatenate a recurrent part (P_rec,) and a readout part (P_out,) into (P,)."""
+        """Concatenate a recurrent part (P_rec,) and a readout part (P_out,) into a new (P,)."""
         return self.xp.concat([g_rec, g_out])
+
+    def direction_buffer(self) -> Array:
+        """A (P,) array allocated once per estimator, for :meth:`step` to fill and return.
+
+        Filling it (``buf[:n_rec] = ...``, ``buf[n_rec:] = grad_out``) instead of concatenating
+        saves an allocation of size P per step. The caller may have scaled it in place (see
+        :meth:`step`): every step must overwrite all of it.
+        """
+        buf = getattr(self, "_direction", None)
+        if buf is None:
+            buf = self._direction = self.xp.zeros((self.layout.size,), dtype=self.dtype)
+        return buf
+
+    def fill_direction(self, g_rec: Array | float, g_out: Array) -> Array:
+        """:meth:`direction_buffer` set to [g_rec | g_out] (``g_rec`` may be a number, e.g. 0)."""
+        buf = self.direction_buffer()
+        n_rec = self.layout.n_rec
+        buf[:n_rec] = g_rec
+        buf[n_rec:] = g_out
+        return buf
 
     def zero_where(self, mask: Array, x: Array) -> Array:
         """``x`` with the streams selected by ``mask`` (B,) set to zero (any trailing shape)."""

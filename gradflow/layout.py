@@ -137,7 +137,14 @@ class ParamLayout:
             raise KeyError(f"no parameter {name!r}; the layout has {self.names}") from None
 
 
-def _reshape(x: Any, shape: tuple[int, ...]) -> Any:
-    from array_api_compat import array_namespace
+#: array namespace of each array type seen, so that a view costs no namespace lookup per step
+_NAMESPACES: dict[type, Any] = {}
 
-    return array_namespace(x).reshape(x, shape)
+
+def _reshape(x: Any, shape: tuple[int, ...]) -> Any:
+    xp = _NAMESPACES.get(type(x))
+    if xp is None:
+        from array_api_compat import array_namespace
+
+        xp = _NAMESPACES.setdefault(type(x), array_namespace(x))
+    return xp.reshape(x, shape)

@@ -1,9 +1,11 @@
 """The model contract: a recurrent core h_t = f(h_{t-1}, x_t; θ_rec), a readout ŷ_t = g(h_t; θ_out).
 
 All arrays carry a leading batch axis B ≥ 1 (independent streams). θ is one flat vector laid out
-by :attr:`Model.layout`, recurrent parameters first. A model declares the primitives it provides in
-:attr:`Model.capabilities`; an estimator declares those it needs, and asking for an impossible pair
-is a :class:`~gradflow.errors.CapabilityError`.
+by :attr:`Model.layout`, recurrent parameters first. Primitives never modify their inputs (θ, the
+cache, the tangents) and return new arrays, which the estimators' hot paths may then update in
+place; :meth:`Model.vjp_accumulate` is the one primitive that writes, into its ``acc``. A model
+declares the primitives it provides in :attr:`Model.capabilities`; an estimator declares those it
+needs, and asking for an impossible pair is a :class:`~gradflow.errors.CapabilityError`.
 
 Notation (per stream, n = state size, P_rec = number of recurrent parameters):
 
@@ -137,6 +139,30 @@ class Model(ABC):
         (all ones when ``None``: the Euclidean row norms).
         """
         raise self._missing(PARAM_ROW_SQNORMS)
+
+    # -- derived primitives: correct defaults from ``vjp``; models override them for speed -----
+    def vjp_accumulate(self, theta: Array, cache: Cache, u: Array, acc: Array,
+                       state: bool = True) -> Array | None:
+        """acc += Uᵀ F_t in place, and return Uᵀ J_t (B, n) (``None`` when ``state`` is false).
+
+        ``acc`` of shape (B, P_rec) receives each stream's row; ``acc`` of shape (P_rec,) the sum
+        over the streams Σ_b u_bᵀ F_t,b (TBPTT's gradient: no (B, P_rec) array is needed, and a
+        model can form it as matrix products over the batch). The estimators' hot paths call this
+        instead of :meth:`vjp` so that nothing of size P is allocated when the model can avoid
+        it. The default calls :meth:`vjp` and adds; a model overrides it to write straight into
+        ``acc`` and to skip Uᵀ J_t when ``state`` is false.
+        """
+        u_h, g = self.vjp(theta, cache, u)
+        if acc.ndim == 1:
+            acc += self.xp.sum(g, axis=0)
+        else:
+            acc += g
+        return u_h if state else None
+
+    def vjp_param_sqnorms(self, theta: Array, cache: Cache, u: Array) -> Array | None:
+        """‖Uᵀ F_t‖² for each stream, shape (B,), or ``None`` (the default) when the model has no
+        cheaper way to get it than forming Uᵀ F_t (UORO then forms it)."""
+        return None
 
     def _missing(self, capability: str) -> CapabilityError:
         return CapabilityError(f"model {self.name!r} does not provide {capability!r}")

@@ -10,6 +10,11 @@ schedule), with s the per-coordinate scale (``lr_rec_scale`` on θ_rec, 1 on θ_
 
 The state (moments and the update count k) is a flat dict of arrays and scalars, stored in
 checkpoints.
+
+Hot path: θ and the moments are updated in place (``θ -= ...``, ``m *= β₁``, ``m += ...``), so
+one update allocates at most two arrays of size P (Adam) or one (SGD) instead of a new θ and new
+moments every step; the arithmetic, and so every bit of the result, is that of the formulas
+above. :meth:`Optimizer.state_dict` therefore returns copies.
 """
 
 from __future__ import annotations
@@ -37,27 +42,37 @@ class Optimizer(ABC):
                                     xp.ones((self.size - n_rec,), dtype=dtype)])
 
     def update(self, theta: Array, g: Array, lr: float) -> Array:
-        """θ after one step along the direction ``g`` with learning rate ``lr``."""
+        """One step along the direction ``g`` with learning rate ``lr``: θ is updated in place
+        and returned (``g`` is left as it is)."""
         self.count += 1
-        step = self._step(g)
+        step, owned = self._step(g)
         if self.scale is not None:
-            step = self.scale * step
-        return theta - lr * step
+            step, owned = step * self.scale, True
+        if owned:  # a temporary of ours: scale it in place
+            step *= lr
+            theta -= step
+        else:
+            theta -= lr * step
+        return theta
 
     @abstractmethod
-    def _step(self, g: Array) -> Array:
-        """The update direction (before η and the scale) for the ``self.count``-th update."""
+    def _step(self, g: Array) -> tuple[Array, bool]:
+        """The update direction (before η and the scale) for the ``self.count``-th update, and
+        whether it is a temporary that :meth:`update` may overwrite (False for ``g`` itself or
+        for the optimizer's state)."""
 
     def state_arrays(self) -> dict[str, Array]:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, **self.state_arrays()}
+        """``count`` and copies of the moment arrays (a snapshot: they are updated in place)."""
+        copies = {k: self.xp.asarray(v, copy=True) for k, v in self.state_arrays().items()}
+        return {"count": self.count, **copies}
 
     def load_state_dict(self, state: dict[str, Any], asarray: Any) -> None:
         self.count = int(state["count"])
         for key in self.state_arrays():
-            setattr(self, key, asarray(state[key]))
+            setattr(self, key, self.xp.asarray(asarray(state[key]), copy=True))
 
 
 class SGD(Optimizer):
@@ -69,11 +84,12 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.velocity = xp.zeros((self.size,), dtype=dtype) if self.momentum else None
 
-    def _step(self, g: Array) -> Array:
+    def _step(self, g: Array) -> tuple[Array, bool]:
         if not self.momentum:
-            return g
-        self.velocity = self.momentum * self.velocity + g
-        return self.velocity
+            return g, False
+        self.velocity *= self.momentum
+        self.velocity += g
+        return self.velocity, False
 
     def state_arrays(self) -> dict[str, Array]:
         return {"velocity": self.velocity} if self.momentum else {}
@@ -90,13 +106,24 @@ class Adam(Optimizer):
         self.m = xp.zeros((self.size,), dtype=dtype)
         self.v = xp.zeros((self.size,), dtype=dtype)
 
-    def _step(self, g: Array) -> Array:
+    def _step(self, g: Array) -> tuple[Array, bool]:
         b1, b2, k = self.beta1, self.beta2, self.count
-        self.m = b1 * self.m + (1.0 - b1) * g
-        self.v = b2 * self.v + (1.0 - b2) * (g * g)
+        m, v = self.m, self.v
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        g2 = g * g
+        g2 *= 1.0 - b2
+        v += g2
+        del g2
         c1 = 1.0 - b1 ** k
         c2 = math.sqrt(1.0 - b2 ** k)
-        return (self.m / c1) / (self.xp.sqrt(self.v) / c2 + self.eps)
+        denom = self.xp.sqrt(v)
+        denom /= c2
+        denom += self.eps
+        step = m / c1
+        step /= denom
+        return step, True
 
     def state_arrays(self) -> dict[str, Array]:
         return {"m": self.m, "v": self.v}

@@ -18,6 +18,8 @@ F_t = ∂f/∂θ_rec (B, n, P_rec) and ∂ŷ/∂h are computed by central differ
     readout_vjp    (∂ŷ/∂h)ᵀu and Σ_b (∂ŷ_b/∂θ_out)ᵀu_b
     jvp_state      J V for V (B, n) and (B, n, K)
     vjp            Uᵀ J and Uᵀ F per stream
+    vjp_accumulate acc += Uᵀ F per stream and summed over streams; Uᵀ J (derived, has a default)
+    vjp_param_sqnorms  ‖Uᵀ F‖² per stream, where the model provides it (derived)
     param_jacobian F
     param_row_sqnorms  Σ_j F[k, j]² and Σ_j F[k, j]² m_j for a random inverse metric m > 0
 
@@ -284,6 +286,7 @@ def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.ra
         probe.shape("vjp (θ_rec part)", g_theta, (B, p_rec))
         probe.compare("vjp (state part)", B, u_h, np.einsum("bi,bij->bj", u, J))
         probe.compare("vjp (θ_rec part)", B, g_theta, np.einsum("bi,bij->bj", u, F))
+        _check_derived_vjps(probe, theta, cache, u, J, F, rng)
     if model.has(PARAM_JACOBIAN):
         dense = model.param_jacobian(theta, cache)
         probe.shape("param_jacobian", dense, (B, n, p_rec))
@@ -296,6 +299,33 @@ def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.ra
         rows = model.param_row_sqnorms(theta, cache, arr(inv_metric))
         probe.shape("param_row_sqnorms (inv_metric)", rows, (B, n))
         probe.compare("param_row_sqnorms (inv_metric)", B, rows, (F * F) @ inv_metric)
+
+
+def _check_derived_vjps(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
+                        u: np.ndarray, J: np.ndarray, F: np.ndarray,
+                        rng: np.random.Generator) -> None:
+    """``vjp_accumulate`` (per stream and summed, with and without the state part) and
+    ``vjp_param_sqnorms`` (when the model provides it) against the same Jacobians."""
+    model, arr = probe.model, probe.arr
+    B, p_rec = F.shape[0], F.shape[2]
+    want = np.einsum("bi,bij->bj", u, F)
+    start = rng.standard_normal((B, p_rec))
+    acc = arr(start.copy())  # accumulated in place
+    u_h = model.vjp_accumulate(theta, cache, arr(u), acc)
+    probe.shape("vjp_accumulate (state part)", u_h, (B, F.shape[1]))
+    probe.compare("vjp_accumulate (state part)", B, u_h, np.einsum("bi,bij->bj", u, J))
+    probe.shape("vjp_accumulate (B, P_rec)", acc, (B, p_rec))
+    probe.compare("vjp_accumulate (B, P_rec)", B, probe.np(acc) - start, want)
+    total = arr(start[0].copy())
+    if model.vjp_accumulate(theta, cache, arr(u), total, state=False) is not None:
+        raise _fail(f"model {model.name!r}: vjp_accumulate",
+                    "returned a state part although state=False")
+    probe.shape("vjp_accumulate (P_rec,)", total, (p_rec,))
+    probe.compare("vjp_accumulate (P_rec,)", B, probe.np(total) - start[0], want.sum(axis=0))
+    sq = model.vjp_param_sqnorms(theta, cache, arr(u))
+    if sq is not None:
+        probe.shape("vjp_param_sqnorms", sq, (B,))
+        probe.compare("vjp_param_sqnorms", B, sq, np.sum(want * want, axis=1))
 
 
 # -- estimators ----------------------------------------------------------------------------------

@@ -85,16 +85,21 @@ def test_recurrent_learning_rate_scale(backend64) -> None:
 def test_clipping(backend64) -> None:
     be = backend64
     xp = be.xp
-    g = be.asarray(np.array([3.0, 4.0, 12.0]))  # ‖g_rec‖ = 5, ‖g‖ = 13
-    out, raw = clip_direction(xp, g, 2, clip_rec=1.0)
+
+    def g():
+        return be.asarray(np.array([3.0, 4.0, 12.0]))  # ‖g_rec‖ = 5, ‖g‖ = 13
+
+    first = g()
+    out, raw = clip_direction(xp, first, 2, clip_rec=1.0)
     np.testing.assert_allclose(be.to_numpy(out), [0.6, 0.8, 12.0], rtol=1e-15)
+    np.testing.assert_allclose(be.to_numpy(first), [0.6, 0.8, 12.0], rtol=1e-15)  # in place
     assert be.to_float(raw) == 13.0
-    out, _ = clip_direction(xp, g, 2, clip=6.5)
+    out, _ = clip_direction(xp, g(), 2, clip=6.5)
     np.testing.assert_allclose(be.to_numpy(out), [1.5, 2.0, 6.0], rtol=1e-15)
-    out, _ = clip_direction(xp, g, 2, clip=1.0, clip_rec=1.0)  # both: rec first, then all
+    out, _ = clip_direction(xp, g(), 2, clip=1.0, clip_rec=1.0)  # both: rec first, then all
     norm = math.sqrt(1.0 + 144.0)
     np.testing.assert_allclose(be.to_numpy(out), np.array([0.6, 0.8, 12.0]) / norm, rtol=1e-14)
-    out, _ = clip_direction(xp, g, 2, clip=100.0, clip_rec=100.0)  # below the limits: unchanged
+    out, _ = clip_direction(xp, g(), 2, clip=100.0, clip_rec=100.0)  # below the limits: unchanged
     np.testing.assert_array_equal(be.to_numpy(out), [3.0, 4.0, 12.0])
     zero, raw = clip_direction(xp, be.asarray(np.zeros(3)), 2, clip=1.0, clip_rec=1.0)
     np.testing.assert_array_equal(be.to_numpy(zero), 0.0)

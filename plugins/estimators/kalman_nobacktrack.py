@@ -32,7 +32,9 @@ Kalman step). With :attr:`precondition` off (as in :func:`gradflow.frozen_gradie
 ``gradflow check``), ĝ_t itself is returned; the filter is updated the same way.
 
 Memory per stream: ṽ (n), w̃ (P_rec), J_h (n); plus J_θ (P) shared. Cost per step: NoBackTrack's
-plus O(P).
+plus O(P). J_θ is updated in place, and (J_θ + λ)⁻¹ is computed once per step, after the update,
+in a buffer allocated once: it preconditions this step's direction (ĝ ⊙ (J_θ + λ)⁻¹, in place in
+the direction buffer) and gives the metric of the next step (J_θ does not change in between).
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ from pydantic import Field
 from gradflow import StepRecord
 
 Array = Any
+#: numbers per temporary block of the metric norms (2 MiB in float64)
+_BLOCK = 1 << 18
+
+
+def information_cap(xp: Any, dtype: Any) -> float:
+    """The largest J_θ kept, √(largest float): where ĝ² overflows (saturated units with huge
+    loss gradients feed back through the metric: w̃ grows like √(J_θ + λ)), J_θ stops there, so
+    (J_θ + λ)⁻¹ stays > 0, the state stays finite and w̃ stays far from overflowing."""
+    return float(xp.finfo(dtype).max) ** 0.5
+
+
+def at_most(xp: Any, x: Array, cap: Array) -> None:
+    """x ← min(x, cap) in place (NaN stays NaN)."""
+    try:
+        xp.minimum(x, cap, out=x)  # NumPy, CuPy
+    except TypeError:  # a namespace without out= (array-api-strict)
+        x[...] = xp.minimum(x, cap)
 
 
 class KalmanNoBackTrackOptions(RankOneOptions):
@@ -93,7 +112,26 @@ class KalmanNoBackTrack(NoBackTrack):
         self.J_h = xp.full((batch, self.model.n_state), self.jh_init, dtype=self.dtype)
         self.J_theta = xp.zeros((self.layout.size,), dtype=self.dtype)
         self.t = 0
-        self._inv_rec: Array | None = None
+        self._inv = xp.zeros((self.layout.size,), dtype=self.dtype)  # workspace, see below
+        self._refresh_inverse()
+
+    def _refresh_inverse(self) -> None:
+        """(J_θ + λ)⁻¹, (P,), in place: the inverse metric of the next step and this step's
+        scaling (``x **= -1`` is the reciprocal, bit for bit 1 / x)."""
+        inv = getattr(self, "_inv", None)
+        if inv is None or tuple(inv.shape) != tuple(self.J_theta.shape):  # after a load
+            inv = self._inv = self.xp.zeros(self.J_theta.shape, dtype=self.dtype)
+        inv[...] = self.J_theta
+        inv += self.damping
+        inv **= -1
+
+    def _information_cap(self) -> Array:
+        """:func:`information_cap` as a constant (P,) array (min with an array is fast)."""
+        cap = getattr(self, "_cap", None)
+        if cap is None or tuple(cap.shape) != tuple(self.J_theta.shape):
+            cap = self._cap = self.xp.full(self.J_theta.shape,
+                                           information_cap(self.xp, self.dtype), dtype=self.dtype)
+        return cap
 
     def state_arrays(self) -> dict[str, Array]:
         return {**super().state_arrays(), "J_h": self.J_h, "J_theta": self.J_theta}
@@ -106,6 +144,7 @@ class KalmanNoBackTrack(NoBackTrack):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.t = int(state["t"])
+        self._refresh_inverse()
 
     def stream_estimates(self) -> Array | None:
         """``None``: the streams share J_θ, which the summed estimate updates, so they are not
@@ -116,10 +155,9 @@ class KalmanNoBackTrack(NoBackTrack):
     def _prepare(self, record: StepRecord) -> None:
         scaled = record.delta * float(self.batch)
         self.J_h = (1.0 - self.beta) * self.J_h + self.beta * (scaled * scaled)
-        self._inv_rec = 1.0 / (self.J_theta[: self.layout.n_rec] + self.damping)
 
     def _inv_param_metric(self) -> Array | None:
-        return self._inv_rec
+        return self._inv[: self.layout.n_rec]
 
     def _unit_sqnorms(self) -> Array:
         return self.J_h
@@ -128,12 +166,32 @@ class KalmanNoBackTrack(NoBackTrack):
         return self.xp.sum(self.J_h * (v * v), axis=1, keepdims=True)
 
     def _param_sqnorm(self, w: Array) -> Array:
-        return self.xp.sum((w * w) * self._inv_rec, axis=1, keepdims=True)
+        """Σ_j w_bj² / (J_θ,j + λ) per stream, (B, 1): dot products of w_b with w_b ⊙ inv, in
+        blocks of columns so that the temporary holds at most about 2¹⁸ numbers."""
+        xp, inv = self.xp, self._inv_param_metric()
+        batch, size = w.shape
+        step = max(1, _BLOCK // batch)
+        total = None
+        for c0 in range(0, size, step):
+            c1 = min(size, c0 + step)
+            part = xp.vecdot(w[:, c0:c1] * inv[c0:c1], w[:, c0:c1])
+            total = part if total is None else total + part
+        return total[:, None]
 
     def _finish(self, direction: Array) -> Array:
         self.t += 1
         gamma = self.gamma if self.gamma is not None else 1.0 / (self.t + self.t0)
-        self.J_theta = (1.0 - gamma) * self.J_theta + gamma * (direction * direction)
+        # J_θ ← (1 − γ) J_θ + γ ĝ², with the inverse's buffer holding γ ĝ² (free until refreshed)
+        g2 = self._inv
+        g2[...] = direction
+        g2 *= direction
+        g2 *= gamma
+        j_theta = self.J_theta
+        j_theta *= 1.0 - gamma
+        j_theta += g2
+        at_most(self.xp, j_theta, self._information_cap())  # ĝ² may overflow, J_θ may not
+        self._refresh_inverse()
         if not self.precondition:
             return direction
-        return direction / (self.J_theta + self.damping)
+        direction *= self._inv
+        return direction

@@ -31,7 +31,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from gradflow_plugins.estimators.rank_one import RankOneEstimator, RankOneOptions, balance
+from gradflow_plugins.estimators.rank_one import (
+    Fresh,
+    RankOneEstimator,
+    RankOneOptions,
+    balance,
+)
 
 from gradflow import JVP_STATE, PARAM_ROW_SQNORMS, VJP, StepRecord
 
@@ -63,10 +68,10 @@ class NoBackTrack(RankOneEstimator):
         return 1.0
 
     # -- the fresh pair ----------------------------------------------------------------------
-    def _fresh(self, record: StepRecord) -> tuple[Array, Array]:
-        model = self.model
-        row_sq = model.param_row_sqnorms(record.theta, record.cache, self._inv_param_metric())
+    def _fresh(self, record: StepRecord) -> Fresh:
+        row_sq = self.model.param_row_sqnorms(record.theta, record.cache,
+                                              self._inv_param_metric())
         rho = balance(self.xp, row_sq, self._unit_sqnorms(), self.eps)  # ρ_k, (B, n)
         signs = self.rng.signs(tuple(row_sq.shape), self.dtype)
-        _, b = model.vjp(record.theta, record.cache, signs / rho)  # Σ_k ε_k F_t[k, :] / ρ_k
-        return signs * rho, b
+        # b = Σ_k ε_k F_t[k, :] / ρ_k = uᵀ F_t with u = ε / ρ: added into w̃ by the model
+        return Fresh(a=signs * rho, cotangent=signs / rho)

@@ -24,12 +24,23 @@ cost per step one JVP in the state, one VJP and O(n + P) vector work — no n ×
 
 Subclasses supply the fresh pair (:meth:`RankOneEstimator._fresh`) and, for metric-weighted
 versions, the norms (``_state_sqnorm``, ``_param_sqnorm``) and post-processing (``_finish``).
+
+Hot path (per step, B streams): the parameter factor is updated in place,
+
+    w̃ /= ρ̄,   w̃ += uᵀ F_t   (``model.vjp_accumulate``: straight into w̃, no (B, P_rec) temporary),
+
+when the fresh parameter factor is a VJP b = uᵀF_t (both built-in estimators), and the returned
+direction is written into a buffer allocated once (:meth:`gradflow.Estimator.direction_buffer`).
+Norms of parameter vectors are dot products (``vecdot``). So a step reads and writes w̃ a few
+times and allocates at most one outer-product block (see the model), whatever n is; no number is
+read back to the host. :meth:`state_dict` returns copies.
 """
 
 from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -37,6 +48,8 @@ from pydantic import Field
 from gradflow import JVP_STATE, VJP, Estimator, EstimatorOptions, StepRecord
 
 Array = Any
+#: numbers per temporary block (2 MiB in float64): see the ``rnn`` model's hot paths
+_BLOCK = 1 << 18
 
 
 class RankOneOptions(EstimatorOptions):
@@ -98,9 +111,9 @@ class RankOneEstimator(Estimator):
         """Called first in every step (filters update their metrics here). Default: nothing."""
 
     @abstractmethod
-    def _fresh(self, record: StepRecord) -> tuple[Array, Array]:
-        """A fresh pair (a (B, n), b (B, P_rec)) with E[a bᵀ] = F_t per stream, built from signs
-        drawn now, already balanced, and odd in those signs."""
+    def _fresh(self, record: StepRecord) -> Fresh:
+        """The fresh pair, with E[a bᵀ] = F_t per stream, built from signs drawn now, already
+        balanced, and odd in those signs: see :class:`Fresh`."""
 
     def _state_sqnorm(self, v: Array) -> Array:
         """Squared norm of state vectors (B, n) -> (B, 1). Euclidean by default."""
@@ -108,27 +121,59 @@ class RankOneEstimator(Estimator):
 
     def _param_sqnorm(self, w: Array) -> Array:
         """Squared norm of parameter vectors (B, P_rec) -> (B, 1). Euclidean by default."""
-        return self.xp.sum(w * w, axis=1, keepdims=True)
+        return self.xp.vecdot(w, w)[:, None]
 
     def _finish(self, direction: Array) -> Array:
-        """Post-process the full estimate ĝ_t (P,) into the returned direction. Default: ĝ_t."""
+        """Post-process the full estimate ĝ_t (P,) into the returned direction (in place allowed:
+        ``direction`` is the estimator's buffer). Default: ĝ_t."""
         return direction
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, record: StepRecord) -> Array:
-        xp = self.xp
+        xp, model = self.xp, self.model
         self._prepare(record)
-        v_prop = self.model.jvp_state(record.theta, record.cache, self.v)  # J_t ṽ
-        a, b = self._fresh(record)
+        v_prop = model.jvp_state(record.theta, record.cache, self.v)  # J_t ṽ, a new (B, n)
         rho = balance(xp, self._param_sqnorm(self.w), self._state_sqnorm(v_prop), self.eps)
-        self.v = rho * v_prop + a
-        self.w = self.w / rho + b
-        self._coef = xp.sum(record.delta * self.v, axis=1)  # δ_t,b · ṽ_b, (B,)
-        g_rec = self._coef @ self.w
-        return self._finish(self.full_direction(g_rec, record.grad_out))
+        fresh = self._fresh(record)
+        w = self.w
+        w /= rho  # w̃ / ρ̄, in place
+        if fresh.cotangent is not None:
+            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent, w, state=False)
+        else:
+            w += fresh.b
+        v_prop *= rho
+        v_prop += fresh.a
+        self.v = v_prop
+        coef = xp.sum(record.delta * v_prop, axis=1)  # δ_t,b · ṽ_b, (B,)
+        self._coef = coef
+        buf = self.direction_buffer()
+        n_rec = self.layout.n_rec
+        if w.shape[0] == 1:  # g_rec = coef_0 w̃_0, no temporary
+            buf[:n_rec] = w[0, :]
+            buf[:n_rec] *= coef[0]
+        else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
+            step = max(1, _BLOCK // w.shape[0])
+            for c0 in range(0, n_rec, step):
+                c1 = min(n_rec, c0 + step)
+                buf[c0:c1] = coef @ w[:, c0:c1]
+        buf[n_rec:] = record.grad_out
+        return self._finish(buf)
 
     def stream_estimates(self) -> Array | None:
         """(δ_t,b · ṽ_b) w̃_b for each stream b, (B, P_rec): the streams are independent."""
         if self._coef is None:
             return None
         return self._coef[:, None] * self.w
+
+
+@dataclass
+class Fresh:
+    """A fresh rank-one pair (a, b) of one step, per stream: ṽ gets ``a`` (B, n), w̃ gets b.
+
+    b is given either as a VJP cotangent u (B, n), b = uᵀ F_t, which the model adds straight into
+    w̃ (``cotangent``; the fast path), or as a dense (B, P_rec) array (``b``).
+    """
+
+    a: Array
+    cotangent: Array | None = None
+    b: Array | None = None

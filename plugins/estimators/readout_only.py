@@ -23,7 +23,8 @@ class ReadoutOnly(Estimator):
     }
 
     def _allocate(self, batch: int) -> None:
-        self._zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
+        self.direction_buffer()
 
     def step(self, record: StepRecord) -> Array:
-        return self.full_direction(self._zeros, record.grad_out)
+        # the buffer's recurrent part is zeroed every step: the caller may have scaled it
+        return self.fill_direction(0.0, record.grad_out)

@@ -32,11 +32,15 @@ class RTRL(Estimator):
 
     def step(self, record: StepRecord) -> Array:
         xp, model = self.xp, self.model
-        G = model.jvp_state(record.theta, record.cache, self.G)
-        G = G + model.param_jacobian(record.theta, record.cache)
+        G = model.jvp_state(record.theta, record.cache, self.G)  # J_t G_{t−1}, a new array
+        G += model.param_jacobian(record.theta, record.cache)
         self.G = G
-        g_rec = xp.sum(record.delta[:, None, :] @ G, axis=(0, 1))
-        return self.full_direction(g_rec, record.grad_out)
+        batch, n, p = G.shape
+        # Σ_b δ_b G_b: one matrix-vector product over the B·n rows of G
+        buf = self.direction_buffer()
+        buf[:p] = xp.reshape(record.delta, (-1,)) @ xp.reshape(G, (batch * n, p))
+        buf[p:] = record.grad_out
+        return buf
 
     def state_arrays(self) -> dict[str, Array]:
         return {"G": self.G}

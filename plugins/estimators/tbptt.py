@@ -12,6 +12,11 @@ sequence boundary. With k2 ≥ the sequence length, the sum over a sequence equa
 The backward pass uses θ as it is at the update step (with θ frozen this is exact; during online
 training the stored activations come from the θ of their own step, the usual online TBPTT).
 Cost per step O(P) amortised (k2 VJPs every k1 steps), memory k2 caches.
+
+Hot path: the parameter gradient is summed over the streams inside the model
+(``model.vjp_accumulate`` into one (P_rec,) buffer: for ``rnn`` one matrix product Eᵀ H per
+step of the window), so no per-stream (B, P_rec) array exists; the readout gradients are summed
+in place. The stored caches are never modified after they are recorded.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class WindowBackprop(Estimator):
         self.pending_losses = 0
         self.g_out = self.xp.zeros((self.layout.n_out,), dtype=self.dtype)
         self.pending_cut: Array | None = None
+        self._g_rec = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)  # workspace
 
     def reset(self, mask: Array) -> None:
         cut = mask if self.pending_cut is None else (self.pending_cut | mask)
@@ -60,7 +66,7 @@ class WindowBackprop(Estimator):
         self.history.append({"cache": record.cache, "delta": record.delta,
                              "cut": self.pending_cut})
         self.pending_cut = None
-        self.g_out = self.g_out + record.grad_out
+        self.g_out += record.grad_out
         self.pending_losses += 1
 
     def _backprop(self, theta: Array) -> Array:
@@ -69,18 +75,18 @@ class WindowBackprop(Estimator):
         steps = list(self.history)
         first_loss = len(steps) - self.pending_losses
         u = xp.zeros_like(steps[-1]["delta"])
-        g = xp.zeros((self.layout.n_rec,), dtype=self.dtype)
+        g = self._g_rec
+        g[...] = 0.0
         zero = xp.zeros((), dtype=self.dtype)
         for i in range(len(steps) - 1, -1, -1):
             entry = steps[i]
             if i >= first_loss:
                 u = u + entry["delta"]
-            u, g_theta = model.vjp(theta, entry["cache"], u)
-            g = g + xp.sum(g_theta, axis=0)
+            u = model.vjp_accumulate(theta, entry["cache"], u, g)  # g += Σ_b u_bᵀ F_b
             if entry["cut"] is not None:
                 u = xp.where(entry["cut"][:, None], zero, u)
-        direction = self.full_direction(g, self.g_out)
-        self.g_out = xp.zeros_like(self.g_out)
+        direction = self.fill_direction(g, self.g_out)
+        self.g_out[...] = 0.0
         self.pending_losses = 0
         return direction
 
@@ -94,7 +100,7 @@ class WindowBackprop(Estimator):
         state = super().state_dict()
         state["pending_losses"] = self.pending_losses
         state["history_len"] = len(self.history)
-        state["array.g_out"] = self.g_out
+        state["array.g_out"] = self.copy_array(self.g_out)  # summed in place: a snapshot
         if self.pending_cut is not None:
             state["array.pending_cut"] = self.pending_cut
         for i, entry in enumerate(self.history):
@@ -110,7 +116,7 @@ class WindowBackprop(Estimator):
         self._allocate(self.batch)
         self.pending_losses = int(state["pending_losses"])
         asarray = self.backend.asarray
-        self.g_out = asarray(state["array.g_out"])
+        self.g_out = self.load_array(state["array.g_out"])
         if "array.pending_cut" in state:
             self.pending_cut = asarray(state["array.pending_cut"])
         for i in range(int(state["history_len"])):

@@ -16,13 +16,22 @@ Each step (per stream, ε = 1e-7 by default):
 ν and its product is ν νᵀF_t: the cross terms vanish in expectation and E[ṽ w̃ᵀ] = G_t
 (see :mod:`gradflow_plugins.estimators.rank_one`). Cost per step: one JVP, one VJP, O(n + P);
 memory n + P_rec per stream.
+
+By linearity δθ/ρ1 = (ν/ρ1)ᵀF_t: when the model gives |νᵀF_t| cheaply (``vjp_param_sqnorms``;
+O(n) for ``rnn``), ρ1 comes first and the VJP with the cotangent ν/ρ1 is added straight into w̃;
+otherwise δθ is formed once, measured and scaled.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from gradflow_plugins.estimators.rank_one import RankOneEstimator, RankOneOptions, balance
+from gradflow_plugins.estimators.rank_one import (
+    Fresh,
+    RankOneEstimator,
+    RankOneOptions,
+    balance,
+)
 
 from gradflow import StepRecord
 
@@ -43,10 +52,15 @@ class UORO(RankOneEstimator):
     }
     Options = UOROOptions
 
-    def _fresh(self, record: StepRecord) -> tuple[Array, Array]:
-        xp = self.xp
+    def _fresh(self, record: StepRecord) -> Fresh:
+        xp, model = self.xp, self.model
         batch, n = self.v.shape
         nu = self.rng.signs((batch, n), self.dtype)
-        _, dtheta = self.model.vjp(record.theta, record.cache, nu)  # νᵀ F_t, (B, P_rec)
-        rho1 = balance(xp, xp.sum(dtheta * dtheta, axis=1, keepdims=True), float(n), self.eps)
-        return rho1 * nu, dtheta / rho1
+        sq = model.vjp_param_sqnorms(record.theta, record.cache, nu)  # |νᵀ F_t|², (B,)
+        if sq is not None:
+            rho1 = balance(xp, sq[:, None], float(n), self.eps)
+            return Fresh(a=rho1 * nu, cotangent=nu / rho1)
+        _, dtheta = model.vjp(record.theta, record.cache, nu)  # νᵀ F_t, (B, P_rec)
+        rho1 = balance(xp, xp.vecdot(dtheta, dtheta)[:, None], float(n), self.eps)
+        dtheta /= rho1
+        return Fresh(a=rho1 * nu, b=dtheta)

@@ -13,7 +13,18 @@ With s = tanh(a) and d = α (1 − s²) (elementwise), the primitives are
     Σ_j F_t[k, j]² / m_j
                = d_k² (Σ_j h_j² / m_{W_hh[k,j]} + Σ_j x_j² / m_{W_xh[k,j]} + 1 / m_{b_h[k]})
 
+    ‖Uᵀ F_t‖² = Σ_k e_k² (|h_{t-1}|² + |x_t|² + 1),   e = d ⊙ U   (rows of F_t have disjoint
+               supports: row k touches W_hh[k, :], W_xh[k, :] and b_h[k] only)
+
 α = 1 is the plain Elman network; α < 1 a leaky integrator (a discretised continuous-time RNN).
+
+Hot paths (:meth:`RNN.vjp_accumulate`): the parameter part of a VJP is a sum of outer products
+e hᵀ, e xᵀ added straight into the caller's accumulator. Summed over the B streams it is a matrix
+product Eᵀ H (n × B times B × n); per stream, outer products. Both are formed in blocks of at most
+2¹⁸ numbers (bands of rows for large n), so no temporary of size P (let alone B·P) is allocated:
+a 2 MiB block stays in the cache between being formed and being added, and the allocator reuses
+its memory (measured at n = 1024, B = 1: 20 % faster than one 8 MiB outer product, and no page
+faults at B = 32, where whole-stream temporaries made glibc return and re-fault memory).
 """
 
 from __future__ import annotations
@@ -80,9 +91,15 @@ class RNN(Model):
         return xp.concat(pieces)
 
     # -- one step ----------------------------------------------------------------------------
-    def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+    def _weights(self, theta: Array) -> tuple[Array, Array, Array]:
         lay = self.layout
-        a = h @ lay.view(theta, "W_hh").T + x @ lay.view(theta, "W_xh").T + lay.view(theta, "b_h")
+        return lay.view(theta, "W_hh"), lay.view(theta, "W_xh"), lay.view(theta, "b_h")
+
+    def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+        w_hh, w_xh, b_h = self._weights(theta)
+        a = h @ w_hh.T
+        a += x @ w_xh.T
+        a += b_h
         s = self.xp.tanh(a)
         h_next = s if self.alpha == 1.0 else (1.0 - self.alpha) * h + self.alpha * s
         return h_next, {"h": h, "x": x, "s": s}
@@ -102,24 +119,51 @@ class RNN(Model):
         w = self.layout.view(theta, "W_hh")
         d = self._d(cache)
         if v.ndim == 2:
-            out = d * (v @ w.T)
+            out = v @ w.T
+            out *= d
         else:
-            out = d[:, :, None] * (w @ v)
+            out = w @ v
+            out *= d[:, :, None]
         if self.alpha != 1.0:
-            out = out + (1.0 - self.alpha) * v
+            out += (1.0 - self.alpha) * v
         return out
+
+    def _vjp_state(self, theta: Array, e: Array, u: Array) -> Array:
+        u_h = e @ self.layout.view(theta, "W_hh")
+        if self.alpha != 1.0:
+            u_h += (1.0 - self.alpha) * u
+        return u_h
 
     def vjp(self, theta: Array, cache: dict[str, Array], u: Array) -> tuple[Array, Array]:
         xp = self.xp
-        w = self.layout.view(theta, "W_hh")
         e = self._d(cache) * u
-        u_h = e @ w
-        if self.alpha != 1.0:
-            u_h = u_h + (1.0 - self.alpha) * u
         B = u.shape[0]
         g_hh = xp.reshape(e[:, :, None] * cache["h"][:, None, :], (B, -1))
         g_xh = xp.reshape(e[:, :, None] * cache["x"][:, None, :], (B, -1))
-        return u_h, xp.concat([g_hh, g_xh, e], axis=1)
+        return self._vjp_state(theta, e, u), xp.concat([g_hh, g_xh, e], axis=1)
+
+    def vjp_accumulate(self, theta: Array, cache: dict[str, Array], u: Array, acc: Array,
+                       state: bool = True) -> Array | None:
+        """acc += Uᵀ F_t without forming Uᵀ F_t: outer products added block by block."""
+        e = self._d(cache) * u
+        h, x = cache["h"], cache["x"]
+        n, m = self.n_state, self.options.n_in
+        blocks = ((0, h, n), (n * n, x, m))
+        if acc.ndim == 1:  # Σ_b e_b ⊗ h_b: one matrix product over the streams
+            for start, z, width in blocks:
+                _add_outer_sum(self.xp, acc, start, e, z, width)
+            acc[n * (n + m):] += self.xp.sum(e, axis=0)
+        else:
+            for start, z, width in blocks:
+                _add_outer_rows(self.xp, acc, start, e, z, width)
+            acc[:, n * (n + m):] += e
+        return self._vjp_state(theta, e, u) if state else None
+
+    def vjp_param_sqnorms(self, theta: Array, cache: dict[str, Array], u: Array) -> Array:
+        xp = self.xp
+        e = self._d(cache) * u
+        h, x = cache["h"], cache["x"]
+        return xp.vecdot(e, e) * (xp.vecdot(h, h) + xp.vecdot(x, x) + 1.0)
 
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
         xp = self.xp
@@ -144,3 +188,44 @@ class RNN(Model):
             rows = (h2 @ lay.view(inv_metric, "W_hh").T + x2 @ lay.view(inv_metric, "W_xh").T
                     + lay.view(inv_metric, "b_h"))
         return d * d * rows
+
+
+#: numbers per temporary block (2 MiB in float64): a block stays in the cache between being
+#: formed and being added, and the allocator reuses its memory from one block to the next
+_BLOCK = 1 << 18
+
+
+def _add_outer_rows(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
+    """acc[b, start:start + n·width] += vec(e_b z_bᵀ) for every stream b, one block of at most
+    ``_BLOCK`` numbers at a time: several streams per block for small n, a band of rows of one
+    stream for large n (4 blocks per stream at n = 1024)."""
+    B, n = e.shape
+    size = n * width
+    if size == 0:
+        return
+    if size <= _BLOCK:
+        per = _BLOCK // size
+        for b0 in range(0, B, per):
+            b1 = min(B, b0 + per)
+            outer = e[b0:b1, :, None] * z[b0:b1, None, :]
+            acc[b0:b1, start:start + size] += xp.reshape(outer, (b1 - b0, size))
+        return
+    rows = max(1, _BLOCK // width)
+    for b in range(B):
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            outer = e[b, r0:r1, None] * z[b, None, :]
+            acc[b, start + r0 * width:start + r1 * width] += xp.reshape(outer, (-1,))
+
+
+def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
+    """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): a matrix product over the
+    streams (an outer product for B = 1), in bands of rows of at most ``_BLOCK`` numbers."""
+    B, n = e.shape
+    if n * width == 0:
+        return
+    rows = max(1, _BLOCK // width)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        band = e[0, r0:r1, None] * z[0, None, :] if B == 1 else e[:, r0:r1].T @ z
+        acc[start + r0 * width:start + r1 * width] += xp.reshape(band, (-1,))

@@ -1,0 +1,11 @@
+"""The asv benchmark suite of gradflow (asv.conf.json at the repository root).
+
+* :mod:`benchmarks.step`: time and peak memory of one online step, every built-in estimator that
+  runs on an endless stream × model ``rnn`` × n × B × dtype;
+* :mod:`benchmarks.scaling`: tracked numbers — the fitted scaling exponents of the step time
+  against P, the step time relative to a forward-only step, and the estimator's state bytes per
+  parameter.
+
+How to run it is in the README (``asv run --python=same`` against the current environment,
+``asv continuous HEAD~1 HEAD`` between two commits); the method is in docs/performance.md.
+"""

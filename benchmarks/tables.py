@@ -1,0 +1,114 @@
+"""Markdown tables of ``gradflow bench --json`` files (the tables of docs/performance.md).
+
+    python benchmarks/tables.py docs/performance/cpu-float64-b1.json [more.json ...]
+
+For each file: one table of µs per step by estimator (rows) and n (columns) with the ratio to
+the forward-only step, one of the estimator's state memory, and one of the fitted exponents.
+Not an asv benchmark (asv only collects ``time_``, ``peakmem_``, ``track_``... functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    ratio = row.get("ratio_to_forward")
+    text = f"{row['us_per_step']:,.0f}" if row["us_per_step"] >= 100 else \
+        f"{row['us_per_step']:.1f}"
+    return text + (f" ({ratio:.2f}×)" if ratio is not None and row["estimator"] !=
+                   "readout-only" else "")
+
+
+def step_time_table(data: dict[str, Any]) -> list[str]:
+    names = list(dict.fromkeys(r["estimator"] for r in data["rows"]))
+    sizes = sorted({r["n"] for r in data["rows"]})
+    rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
+    lines = ["| estimator | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+             "|---|" + "---:|" * len(sizes),
+             "| P | " + " | ".join(f"{n * n + 5 * n + 2:,}" for n in sizes) + " |"]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_cell(rows.get((name, n))) for n in sizes)
+                     + " |")
+    return lines
+
+
+def memory_table(data: dict[str, Any]) -> list[str]:
+    """Per estimator and n: state floats per parameter / peak bytes allocated by one step in
+    units of P floats (the dtype's size)."""
+    names = list(dict.fromkeys(r["estimator"] for r in data["rows"]))
+    sizes = sorted({r["n"] for r in data["rows"]})
+    rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
+    item = 4 if data["dtype"] == "float32" else 8
+
+    def cell(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "–"
+        peak = row.get("peak_step_bytes")
+        peak_text = "–" if peak is None else f"{peak / item / row['P']:.2f}"
+        return f"{row['state_floats_per_param']:.2f} / {peak_text}"
+
+    lines = ["| estimator | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+             "|---|" + "---:|" * len(sizes)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(cell(rows.get((name, n))) for n in sizes)
+                     + " |")
+    return lines
+
+
+def ratio_slope(data: dict[str, Any], name: str, sizes: list[int]) -> float | None:
+    """Log–log slope of the ratio to the forward-only step against P: ≈ 0 when the estimator
+    grows like the forward-only step (both O(P)), ≈ 1 when it grows P times faster (O(P²))."""
+    from gradflow.scaling import loglog_slope
+
+    rows = [r for r in data["rows"] if r["estimator"] == name and r["n"] in sizes
+            and r.get("ratio_to_forward")]
+    if len({r["P"] for r in rows}) < 2:
+        return None
+    return loglog_slope([r["P"] for r in rows], [r["ratio_to_forward"] for r in rows])[0]
+
+
+def fit_table(data: dict[str, Any]) -> list[str]:
+    lines = ["| estimator | sizes n | log–log slope | k of t = t₀ + c·P^k | t₀ (µs) "
+             "| slope of × forward |", "|---|---|---:|---:|---:|---:|"]
+    for name, fit in data["fits"].items():
+        ns = sorted({r["n"] for r in data["rows"] if r["estimator"] == name
+                     and (data.get("fit_min_n") is None or r["n"] >= data["fit_min_n"])})
+        k = "–" if fit["exponent"] is None else f"{fit['exponent']:.2f}"
+        t0 = "–" if fit["overhead"] is None else f"{fit['overhead']:.0f}"
+        rs = None if name == "readout-only" else ratio_slope(data, name, ns)
+        rs_text = "–" if rs is None else f"{rs:+.2f}"
+        lines.append(f"| {name} | {ns[0]}…{ns[-1]} | {fit['slope']:.2f} | {k} | {t0} "
+                     f"| {rs_text} |")
+    return lines
+
+
+def render(path: Path) -> str:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    head = (f"**{path.name}**: {data['backend']}/{data['dtype']}, B = {data['batch']}, "
+            f"BLAS threads {data['threads']}, median of {data['repeat']} blocks × "
+            f"{data.get('rounds', 1)} rounds of ≥ {data['min_time']} s, "
+            f"tbptt truncation {data['truncation']}; {data['machine'].get('cpu')}, "
+            f"{data['machine'].get('cpu_count')} CPUs, NumPy {data['machine'].get('numpy')}")
+    parts = [head, "", "µs per step (× the forward-only step at the same n):", "",
+             *step_time_table(data), "",
+             "Memory: the estimator's state in floats per parameter / the most one step "
+             "allocates, in units of P floats:", "", *memory_table(data), "",
+             "Fitted scaling of the step time t with P:", "", *fit_table(data)]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="+", type=Path, help="files of gradflow bench --json")
+    args = parser.parse_args(argv)
+    print("\n".join(render(p) for p in args.json))
+
+
+if __name__ == "__main__":
+    main()
