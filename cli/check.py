@@ -17,6 +17,8 @@ from gradflow.check import CheckResult, estimator_statistics
 from gradflow.errors import GradflowError
 
 _TARGETS = ("model", "estimator", "reference")
+#: bounds of --samples and --steps (beyond them a check would run for days or exhaust memory)
+MAX_SAMPLES, MAX_STEPS = 10_000_000, 100_000
 
 
 def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
@@ -34,7 +36,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
                                 f"of {', '.join(_TARGETS)} (e.g. model.n_hidden=8)")
         try:
             value: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = raw
         out[target][name] = value
     return out
@@ -104,6 +106,11 @@ def check(
         raise GradflowError(f"--samples must be at least 2, got {samples}")
     if steps < 1:
         raise GradflowError(f"--steps must be at least 1, got {steps}")
+    if samples > MAX_SAMPLES or steps > MAX_STEPS:
+        raise GradflowError(f"--samples must be at most {MAX_SAMPLES:,} and --steps at most "
+                            f"{MAX_STEPS:,}, got {samples:,} and {steps:,}")
+    if not math.isfinite(theta_scale):
+        raise GradflowError(f"--theta-scale must be a finite number, got {theta_scale}")
     if loss not in ("mse", "ce"):
         raise GradflowError(f"--loss must be mse or ce, got {loss!r}")
     opts = parse_settings(settings or [])

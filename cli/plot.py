@@ -18,10 +18,11 @@ def plot(
     metric: Annotated[str, typer.Option(
         help="loss, bits, eval_loss, eval_bits, grad_norm, lr, steps_per_s, ...")] = "loss",
     smooth: Annotated[int, typer.Option(
-        min=1, help="trailing mean over this many metrics lines (1: none)")] = 5,
+        min=1, max=1_000_000, help="trailing mean over this many metrics lines (1: none)")] = 5,
     title: Annotated[str | None, typer.Option(help="figure title")] = None,
     log_y: Annotated[bool, typer.Option("--log-y", help="logarithmic y axis")] = False,
-    dpi: Annotated[int, typer.Option(min=10, help="PNG resolution (dots per inch)")] = 100,
+    dpi: Annotated[int, typer.Option(min=10, max=2400,
+                                     help="PNG resolution (dots per inch)")] = 100,
 ) -> None:
     """Plot the learning curves of several runs on one figure: METRIC against the step, one
     line per run, labelled estimator/model/task (+ seed when the seeds differ).

@@ -47,6 +47,7 @@ def plugins(
                                "disabled": reg.disabled}, indent=2, default=str))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -58,8 +59,8 @@ def plugins(
         source = f"{row['distribution']} {row['version']}" if row["distribution"] else row["plugin"]
         table.add_row(row["kind"], row["name"], opts, source, row["description"])
     console.print(table)
-    for f in reg.failures:
-        console.print(f"[red]failed:[/red] {f}")
+    for f in reg.failures:  # one line each, however narrow the terminal
+        console.print(f"[red]failed:[/red] {escape(str(f))}", soft_wrap=True)
     if reg.disabled:
         console.print(f"disabled by GRADFLOW_DISABLE_PLUGINS: {', '.join(reg.disabled)}")
 

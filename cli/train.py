@@ -114,9 +114,8 @@ def train(
                               f"with; it cannot be combined with {', '.join(given)} (only "
                               "--steps, to change its length)")
         trainer = Trainer.resume(resume, steps)
-        for problem in trainer.skipped_checkpoints:
-            err.print(f"warning: skipped an unusable checkpoint: {problem}", markup=False,
-                      highlight=False)
+        for note in trainer.notes:  # (skipped checkpoints are warnings: main prints them)
+            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         if not quiet:
             err.print(f"resuming {resume} at step {trainer.step:,} of "
                       f"{trainer.config.run.steps:,}", markup=False, highlight=False)

@@ -32,6 +32,7 @@ from gradflow.factory import create_estimator
 from gradflow.frozen import _as_targets, frozen_gradients
 from gradflow.losses import Loss, get_loss
 from gradflow.model import Model
+from gradflow.plugin_guard import check_direction
 from gradflow.random import CounterRNG
 
 Array = Any
@@ -240,6 +241,8 @@ def _sample_streams(model: Model, estimator: Estimator, theta: Any, inputs: np.n
             delta, g_out = model.readout_vjp(theta, h, dy)
             direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
                                                   grad_out=g_out))
+            if direction is not None:
+                check_direction(estimator, direction, model.layout.size)
             per_stream = estimator.stream_estimates()
             if direction is None or per_stream is None:
                 if c == 0 and t == 0:

@@ -10,8 +10,12 @@ all but the newest ``keep`` (default two) are deleted, so that the previous chec
 until the next one is complete. Temporary directories left by a killed writer are ignored by the
 readers and swept away by the next writer.
 
-The arrays are read with ``allow_pickle=False``; ``meta.json`` carries the format name and
-version, the step, the array file's SHA-256 (checked on load) and the JSON scalars.
+The arrays are read with ``allow_pickle=False`` after every member of the archive has been
+checked (:func:`read_arrays`: uncompressed, numeric dtypes only, sizes that fit), so a hostile
+file can neither unpickle anything nor make the reader allocate more than the file holds;
+``meta.json`` carries the format name and version, the step (which must match the directory's
+name), the array file's SHA-256 (checked on load: a truncated or altered file is detected) and
+the JSON scalars.
 :func:`load_checkpoint` reads the newest checkpoint that is intact, falling back to the one
 before it (and saying so) if the newest is damaged.
 """
@@ -24,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -118,28 +123,97 @@ def save_checkpoint(directory: str | Path, step: int, arrays: dict[str, np.ndarr
     return final
 
 
-def _load_one(d: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _read_meta(d: Path) -> dict[str, Any]:
     try:
-        meta = json.loads((d / META).read_text())
+        meta = json.loads((d / META).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint in {str(d)!r} ({META} is missing)") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(d)!r}: unreadable {META} ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise CheckpointError(f"checkpoint {str(d)!r}: unreadable {META} ({why})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{str(d)!r} is not a gradflow checkpoint")
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {str(d)!r} has format version {meta.get('version')}; "
                               f"this gradflow reads version {FORMAT_VERSION}")
-    path = d / str(meta.get("arrays"))
+    if meta.get("arrays") != ARRAYS:  # never a path of the checkpoint's choosing
+        raise CheckpointError(f"checkpoint {str(d)!r}: {META} names the array file "
+                              f"{meta.get('arrays')!r}; a gradflow checkpoint's is {ARRAYS!r}")
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {str(d)!r}: {META} has no valid step ({step!r})")
+    match = _NAME.fullmatch(d.name)
+    if match and int(match.group(1)) != step:
+        raise CheckpointError(f"checkpoint {str(d)!r}: {META} says step {step}, its directory "
+                              f"step {int(match.group(1))}")
+    if not isinstance(meta.get("sha256"), str):
+        raise CheckpointError(f"checkpoint {str(d)!r}: {META} has no SHA-256 of {ARRAYS}")
+    return meta
+
+
+def read_arrays(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file's bytes, read without ever unpickling anything.
+
+    Before NumPy reads an array (with ``allow_pickle=False``), each member of the archive is
+    checked: stored uncompressed (as ``np.savez`` writes it: no zip bomb), named ``*.npy``, with
+    a header of a plain numeric or boolean dtype (no object arrays, whose data is a pickle) and
+    data no larger than the member itself. Anything else is a :class:`CheckpointError` naming the
+    member; ``where`` names the file in messages.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise CheckpointError(f"{where} is not an .npz archive") from None
+    arrays: dict[str, np.ndarray] = {}
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy") or info.is_dir():
+                raise CheckpointError(f"{where}: member {name!r} is not a .npy array")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(f"{where}: member {name!r} is compressed, which gradflow "
+                                      "never writes; refusing it")
+            try:
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = header(fh)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError,
+                    TypeError) as exc:
+                raise CheckpointError(f"{where}: member {name!r} has no valid .npy header "
+                                      f"({exc})") from None
+            key = name[:-len(".npy")]
+            if dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None:
+                raise CheckpointError(
+                    f"{where}: array {key!r} has dtype {dtype.str!r}"
+                    f"{' (pickled Python objects)' if dtype.hasobject else ''}; a gradflow "
+                    "checkpoint holds only numbers and booleans: refusing it (nothing was "
+                    "unpickled)")
+            size = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if size > info.file_size:
+                raise CheckpointError(f"{where}: array {key!r} claims shape {shape}, more data "
+                                      "than the file holds")
+            try:
+                with archive.open(info) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as exc:
+                raise CheckpointError(f"{where}: array {key!r} cannot be read ({exc})") from None
+    return arrays
+
+
+def _load_one(d: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    meta = _read_meta(d)
+    path = d / ARRAYS
     try:
         data = path.read_bytes()
     except OSError:
         raise CheckpointError(f"checkpoint {str(d)!r}: array file {path.name!r} is missing") \
             from None
-    if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {str(d)!r}: {path.name} is damaged (SHA-256 differs)")
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"checkpoint {str(d)!r}: {path.name} is damaged (SHA-256 differs "
+                              f"from the one in {META})")
+    arrays = read_arrays(data, f"checkpoint {str(d)!r}: {ARRAYS}")
     meta["path"] = str(d)
     return arrays, meta
 

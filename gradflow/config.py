@@ -16,9 +16,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradflow.errors import GradflowError
+from gradflow.paths import check_config_path
 from gradflow.schedules import SCHEDULES
 
 SECTIONS = ("run", "model", "estimator", "task", "optimizer")
@@ -34,7 +35,8 @@ class ConfigError(GradflowError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and ±inf are refused everywhere (a learning rate of inf is a typo, not a setting)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class RunSection(_Strict):
@@ -56,6 +58,13 @@ class RunSection(_Strict):
                                   "the end only; a multiple of log_every)")
     final_window: int = Field(5000, ge=1, description="the final loss is the mean over the "
                               "last final_window steps")
+
+    @field_validator("out")
+    @classmethod
+    def _usable_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\x00" in value):
+            raise ValueError("must be a non-empty path without NUL characters")
+        return value
 
     @model_validator(mode="after")
     def _aligned(self) -> RunSection:
@@ -120,7 +129,7 @@ def _one_line(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(config)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{loc}: {msg}")
+        problems.append(f"{loc}: {msg.removeprefix('Value error, ')}")
     return "; ".join(problems)
 
 
@@ -156,6 +165,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} is nested too deeply") from None
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -174,6 +185,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a JSON object")
     return data
@@ -185,6 +198,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"value {text[:40]!r}... is nested too deeply") from None
 
 
 def parse_assignment(item: str) -> tuple[str, str, Any]:
@@ -211,12 +226,26 @@ def merge(data: dict[str, Any], section: str, key: str, value: Any) -> None:
 def build_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...] = (),
                  flags: dict[str, Any] | None = None) -> TrainConfig:
     """File, then ``--set`` overrides, then flags (``{"section.key": value}``; ``None`` values
-    are ignored), validated into a :class:`TrainConfig`."""
+    are ignored), validated into a :class:`TrainConfig`.
+
+    A run directory named by the *file* (``run.out``) must lie below the current directory (see
+    :func:`gradflow.paths.check_config_path`): a config file from elsewhere cannot make a run
+    write outside it. ``--set run.out=...`` or the ``--out`` flag (the user asking) can name any
+    directory.
+    """
     data: dict[str, Any] = load_file(path) if path is not None else {}
+    run = data.get("run")
+    from_file = run.get("out") if isinstance(run, dict) else None
+    asked = False
     for item in sets:
-        merge(data, *parse_assignment(item))
+        section, key, value = parse_assignment(item)
+        merge(data, section, key, value)
+        asked = asked or (section, key) == ("run", "out")
     for dotted, value in (flags or {}).items():
         if value is not None:
             section, _, key = dotted.partition(".")
             merge(data, section, key, value)
+            asked = asked or dotted == "run.out"
+    if isinstance(from_file, str) and from_file and "\x00" not in from_file and not asked:
+        check_config_path(from_file, "run.out", str(path))
     return config_from_dict(data)

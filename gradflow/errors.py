@@ -1,7 +1,9 @@
 """Exceptions raised by gradflow.
 
 Every error a user can cause derives from :class:`GradflowError`; the CLI prints its message as
-one line and exits with code 2. Anything else that escapes is a bug in gradflow or a plugin.
+one line and exits with the error's ``exit_code``: 2 for bad usage or input (the default), 3 for a
+:class:`NumericalError` (a run that diverged). Anything else that escapes is a bug in gradflow or
+a plugin (the CLI says so in one line and exits with 1; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -25,3 +27,16 @@ class CapabilityError(GradflowError):
 
 class ShapeError(GradflowError):
     """Arrays handed to a gradflow function have the wrong shape."""
+
+
+class NumericalError(GradflowError):
+    """A non-finite number (NaN or ±inf) in the loss, a gradient or the parameters: the
+    computation cannot go on. The CLI exits with code 3 (not 2: the input was valid, the
+    numbers were not)."""
+
+    exit_code = 3
+
+
+class GradflowWarning(UserWarning):
+    """Something the user should know that does not stop the work (a damaged checkpoint that
+    was skipped, a stale lock that was taken over); the CLI prints it as one ``warning:`` line."""

@@ -8,6 +8,7 @@ from gradflow.backend import Backend, resolve_backend
 from gradflow.errors import CapabilityError, PluginError
 from gradflow.estimator import Estimator
 from gradflow.model import Model
+from gradflow.plugin_guard import blame
 from gradflow.registry import get_registry, validate_options
 from gradflow.task import Task
 
@@ -17,11 +18,14 @@ def create_model(name: str, backend: Backend | str | None = None, dtype: str | N
     """A model plugin by name, e.g. ``create_model("rnn", n_in=3, n_hidden=16, n_out=2)``.
 
     ``backend`` is a :class:`~gradflow.Backend` or a backend name (default NumPy, float64).
-    Unknown names and invalid options raise :class:`~gradflow.errors.PluginError`.
+    Unknown names and invalid options raise :class:`~gradflow.errors.PluginError`, and so does
+    a plugin that raises while being created (the message names it and its distribution).
     """
     info = get_registry().get("model", name)
     opts = validate_options(info, options)
-    return info.cls(opts, resolve_backend(backend, dtype))
+    be = resolve_backend(backend, dtype)
+    with blame(info, "while being created"):
+        return info.cls(opts, be)
 
 
 def check_capabilities(estimator_cls: type[Estimator], model: Model) -> None:
@@ -42,7 +46,8 @@ def create_estimator(name: str, model: Model, **options: Any) -> Estimator:
     info = get_registry().get("estimator", name)
     opts = validate_options(info, options)
     check_capabilities(info.cls, model)
-    return info.cls(model, opts)
+    with blame(info, "while being created"):
+        return info.cls(model, opts)
 
 
 def create_task(name: str, backend: Backend | str | None = None, batch: int = 1, seed: int = 0,
@@ -52,4 +57,6 @@ def create_task(name: str, backend: Backend | str | None = None, batch: int = 1,
     opts = validate_options(info, options)
     if batch < 1:
         raise PluginError(f"batch must be at least 1, got {batch}")
-    return info.cls(opts, resolve_backend(backend, dtype), batch=batch, seed=seed)
+    be = resolve_backend(backend, dtype)
+    with blame(info, "while being created"):
+        return info.cls(opts, be, batch=batch, seed=seed)

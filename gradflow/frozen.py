@@ -14,6 +14,7 @@ from gradflow.errors import ShapeError
 from gradflow.estimator import Estimator, StepRecord
 from gradflow.losses import Loss, get_loss
 from gradflow.model import Model
+from gradflow.plugin_guard import check_direction
 
 Array = Any
 
@@ -85,9 +86,11 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
             direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
                                                   grad_out=g_out))
             if direction is not None:
+                check_direction(estimator, direction, model.layout.size)
                 rows[t] += backend.to_numpy(direction)
         pending = estimator.flush(theta)
         if pending is not None:
+            check_direction(estimator, pending, model.layout.size)
             rows[T - 1] += backend.to_numpy(pending)
     finally:
         estimator.precondition = previous

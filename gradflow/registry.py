@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ _HOOKS = {
     "task": "gradflow_register_tasks",
 }
 DISABLE_ENV = "GRADFLOW_DISABLE_PLUGINS"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,26 @@ class PluginInfo:
     plugin: str
     distribution: str | None
     version: str | None
+
+    @property
+    def origin(self) -> str:
+        """``estimator 'uoro' (plugin 'builtin', distribution gradflow 0.1.0)``: what to name in
+        a message about something this plugin did."""
+        source = describe_source(self.plugin, self.distribution, self.version)
+        return f"{self.kind} {self.name!r} ({source})"
+
+
+def exception_line(exc: BaseException) -> str:
+    """``TypeError: message`` on one line (a multi-line message is joined)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def describe_source(plugin: str, distribution: str | None, version: str | None = None) -> str:
+    """``plugin 'toy', distribution gradflow-toy-plugin 0.3.1`` (the parts that are known)."""
+    if distribution is None:
+        return f"plugin {plugin!r}, registered in-process"
+    return f"plugin {plugin!r}, distribution {distribution}{' ' + version if version else ''}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,8 @@ class Registry:
         failed = [f for f in self.failures if name in f.plugin or name in f.error]
         if failed:
             hint = f" ({failed[0]})"
+        elif self.failures:
+            hint = (f" ({len(self.failures)} plugin problem(s) reported: see 'gradflow plugins')")
         raise PluginError(f"unknown {kind} {name!r}; available: {available}{hint}")
 
     def names(self, kind: str) -> list[str]:
@@ -113,11 +138,16 @@ class Registry:
                 collected: list[Any] = []
                 try:
                     impl.function(register=collected.append)
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: a plugin never ends the process
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
                     self._fail(name, distribution, exc, f"hook {hook_name} raised")
                     continue
                 for cls in collected:
-                    self._add(kind, cls, name, distribution, version)
+                    try:
+                        self._add(kind, cls, name, distribution, version)
+                    except Exception as exc:  # a property of the class that raises...
+                        self._fail(name, distribution, exc, f"registering {cls!r} failed")
 
     def _add(self, kind: str, cls: Any, plugin: str, dist: str | None,
              version: str | None) -> None:
@@ -144,7 +174,7 @@ class Registry:
     def _fail(self, plugin: str, dist: str | None, exc: BaseException,
               what: str = "failed to load") -> None:
         self.failures.append(
-            PluginFailure(plugin, dist, f"{what}: {type(exc).__name__}: {exc}")
+            PluginFailure(plugin, dist, f"{what}: {exception_line(exc)}")
         )
 
 
@@ -161,6 +191,9 @@ def _validate(kind: str, cls: Any) -> str | None:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         return f"{kind} class {cls.__name__} has no name"
+    if not _NAME.fullmatch(name):  # names end up in run directory names and messages
+        return (f"{kind} name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit")
     options = getattr(cls, "Options", None)
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         return f"{kind} {name!r}: Options must be a pydantic model"
@@ -248,7 +281,7 @@ def validate_options(info: PluginInfo, options: dict[str, Any]) -> BaseModel:
     from pydantic import ValidationError
 
     try:
-        return info.options.model_validate(options)
+        validated = info.options.model_validate(options)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -260,4 +293,9 @@ def validate_options(info: PluginInfo, options: dict[str, Any]) -> BaseModel:
             f"{info.kind} {info.name!r}: invalid options ({'; '.join(problems)}); "
             f"its options are: {known}"
         ) from None
+    for key, value in validated:  # NaN or ±inf is never a setting (an ε of inf is a typo)
+        if isinstance(value, float) and not math.isfinite(value) and key in options:
+            raise PluginError(f"{info.kind} {info.name!r}: invalid options ({key}: Input "
+                              "should be a finite number)")
+    return validated
 

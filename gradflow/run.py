@@ -40,12 +40,15 @@ from gradflow.trainer import Progress, Trainer
 ConfigLike = TrainConfig | Mapping[str, Any] | str | Path | None
 
 
-def as_config(config: ConfigLike = None, sets: Sequence[str] = ()) -> TrainConfig:
+def as_config(config: ConfigLike = None, sets: Sequence[str] = (),
+              out: str | Path | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from a config, a nested dict, a TOML path or ``None``, with
     ``section.key=value`` overrides applied (keys the config does not set keep their defaults,
-    including an estimator's optimizer defaults)."""
+    including an estimator's optimizer defaults). ``out``, when given, is the run directory the
+    caller asked for: a TOML file's own ``run.out`` is then not used (nor checked: see
+    :mod:`gradflow.paths`)."""
     if config is None or isinstance(config, str | Path):
-        return build_config(config, sets)
+        return build_config(config, sets, {"run.out": None if out is None else str(out)})
     if isinstance(config, TrainConfig):
         if not sets:
             return config
@@ -69,12 +72,15 @@ def columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key in keys:
         values = [r.get(key) for r in records]
-        if not all(v is None or isinstance(v, int | float) for v in values):
+        numeric = [isinstance(v, int | float) for v in values]
+        if not any(numeric):
             continue
-        if key == "step":
+        if key == "step" and all(numeric):
             out[key] = np.array(values, dtype=np.int64)
-        else:
-            out[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:  # a value that is not a number (a damaged line) reads as NaN
+            out[key] = np.array([v if ok else np.nan for v, ok in zip(values, numeric,
+                                                                     strict=True)],
+                                dtype=np.float64)
     return out
 
 
@@ -110,7 +116,8 @@ class Run(Mapping[str, Any]):
 
     @property
     def status(self) -> str:
-        """``completed``, ``interrupted``, ``diverged``, or ``incomplete`` (no summary yet: a
+        """``completed``, ``interrupted``, ``diverged``, ``failed`` (a plugin raised), or
+        ``incomplete`` (no summary yet: a
         killed or still running run)."""
         return str(self.summary.get("status", "incomplete"))
 
@@ -161,16 +168,16 @@ def load_run(path: str | Path) -> Run:
         raise RunDirError(f"{str(p)!r} is not a gradflow run directory ({CONFIG} is missing)")
     try:
         config = TrainConfig.model_validate(json.loads((p / CONFIG).read_text()))
-    except (OSError, ValueError, ValidationError) as exc:
+    except (OSError, ValueError, ValidationError, RecursionError) as exc:
         raise RunDirError(f"{str(p / CONFIG)!r} cannot be read as a gradflow config "
                           f"({type(exc).__name__})") from None
     summary: dict[str, Any] = {}
     if (p / SUMMARY).is_file():
         try:
             summary = json.loads((p / SUMMARY).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             summary = {}
-    return Run(p, config, summary)
+    return Run(p, config, summary if isinstance(summary, dict) else {})
 
 
 def train(config: ConfigLike = None, *, out: str | Path | None = None, force: bool = False,
@@ -184,7 +191,7 @@ def train(config: ConfigLike = None, *, out: str | Path | None = None, force: bo
     main thread), SIGINT/SIGTERM stop the run after a step with a checkpoint, raising
     :class:`~gradflow.trainer.TrainingInterrupted`; :func:`resume` continues it.
     """
-    trainer = Trainer(as_config(config, sets))
+    trainer = Trainer(as_config(config, sets, out))
     summary = trainer.run(out, force, progress, handle_signals=handle_signals)
     return Run(str(trainer.config.run.out), trainer.config, summary)
 

@@ -15,8 +15,12 @@ Rules that keep a run directory from being lost or corrupted:
 * ``metrics.jsonl`` and ``timing.jsonl`` are appended one complete line at a time and flushed
   after each line;
 * one process at a time: a run directory being written is locked (``flock`` on ``.lock``,
-  where the OS has it), so a second ``gradflow train --resume`` of the same run, or a ``--force``
-  run into it, is refused instead of interleaving its lines with the first's;
+  where the OS has it, with the holder's pid and host in the file), so a second ``gradflow
+  train --resume`` of the same run, or a ``--force`` run into it, is refused (naming the holder)
+  instead of interleaving its lines with the first's; the lock of a process that died is
+  recognised and taken over with a warning;
+* gradflow's own files in a run directory that is continued may not be symbolic links (a run
+  directory from elsewhere cannot redirect an append);
 * resuming a run (:meth:`RunDir.reopen`) first cuts both files back to the checkpoint's step
   (the lines a killed run wrote after its last checkpoint, and a half-written last line, go),
   rewriting them atomically, so that the continued run appends exactly the lines an
@@ -25,19 +29,24 @@ Rules that keep a run directory from being lost or corrupted:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, GradflowWarning
 
 CONFIG, METRICS, TIMING = "config.json", "metrics.jsonl", "timing.jsonl"
 SUMMARY, CHECKPOINT = "summary.json", "checkpoint"
 LOCK = ".lock"
+_TMP = re.compile(r"\.(config\.json|metrics\.jsonl|timing\.jsonl|summary\.json)\.tmp-\d+")
 OWN_FILES = (CONFIG, METRICS, TIMING, SUMMARY, CHECKPOINT)
 
 
@@ -96,21 +105,87 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _holder(fd: int) -> tuple[int, str] | None:
+    """(pid, host) written in a lock file by the process that took it, or ``None``."""
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+        return (int(text[0]), text[1]) if len(text) >= 2 else None
+    except (OSError, ValueError):
+        return None
+
+
 def _lock(path: Path) -> int | None:
-    """An exclusive, non-blocking ``flock`` on ``path/.lock`` (released when the descriptor is
-    closed, or the process ends); ``None`` where the OS has no ``fcntl``."""
+    """Take the run directory's lock: an exclusive, non-blocking ``flock`` on ``path/.lock``
+    (released by the OS when the descriptor is closed or the process ends, even by SIGKILL),
+    with the holder's pid and host written in the file.
+
+    A second writer is refused with a :class:`RunDirError` naming the holder. A lock file left
+    by a process that died (killed, crashed, a machine that went down) is recognised — its
+    ``flock`` is free, and its pid is no longer running — and taken over with a
+    :class:`~gradflow.errors.GradflowWarning`. Where ``flock`` is not available (some network
+    filesystems), the pid in the file is the lock: a live holder on this host refuses, a dead
+    one is taken over (best effort: two writers starting in the same instant could both pass).
+    Returns the descriptor (``None`` where the OS has no ``fcntl``).
+    """
+    lock_path = path / LOCK
+    if lock_path.is_symlink():
+        raise RunDirError(f"run directory {str(path)!r}: {LOCK} is a symbolic link; gradflow "
+                          "does not write through links")
     try:
         import fcntl
     except ImportError:  # pragma: no cover (Windows)
         return None
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise RunDirError(f"cannot lock run directory {str(path)!r}: "
+                          f"{exc.strerror or exc}") from None
+    held = _holder(fd)
+    me, host = os.getpid(), socket.gethostname()
+    busy = f"run directory {str(path)!r} is being written by another gradflow process"
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise RunDirError(f"run directory {str(path)!r} is being written by another gradflow "
-                          "process") from None
+        flocked = True
+    except OSError as exc:
+        flocked = False
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            who = f" (pid {held[0]} on {held[1]})" if held else ""
+            raise RunDirError(f"{busy}{who}") from None
+    if held is not None and held[0] != me:
+        pid, where = held
+        if not flocked and (where != host or _alive(pid)):  # no flock: the pid is the lock
+            os.close(fd)
+            hint = "" if where == host else f"; if it is gone, delete {str(lock_path)!r}"
+            raise RunDirError(f"{busy} (pid {pid} on {where}{hint})")
+        state = "is no longer running" if where == host and not _alive(pid) else \
+            "no longer holds it"
+        warnings.warn(GradflowWarning(
+            f"took over the stale lock of run directory {str(path)!r}: process {pid} on "
+            f"{where}, which held it, {state} (killed or crashed)"), stacklevel=3)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{me} {host}\n".encode(), 0)
     return fd
+
+
+def _refuse_links(path: Path) -> None:
+    """A run directory to continue must not have gradflow's own files as symbolic links: a run
+    directory from elsewhere could otherwise make an append land in any file."""
+    for name in OWN_FILES:
+        if (path / name).is_symlink():
+            raise RunDirError(f"run directory {str(path)!r}: {name} is a symbolic link; "
+                              "gradflow does not write through links")
 
 
 def default_run_path(task: str, estimator: str, root: str = "runs") -> Path:
@@ -164,7 +239,11 @@ class RunDir:
         p = Path(path)
         if not p.is_dir():
             raise RunDirError(f"run directory {str(p)!r} does not exist")
+        _refuse_links(p)
         lock = _lock(p)
+        for entry in p.iterdir():  # temporaries of JSON files a killed writer left behind
+            if _TMP.fullmatch(entry.name) and entry.is_file():
+                entry.unlink(missing_ok=True)
         for name in (METRICS, TIMING):
             target = p / name
             if not target.exists():
@@ -199,6 +278,10 @@ class RunDir:
             fh.close()
         self._files.clear()
         if self._lock is not None:
+            try:  # a clean end leaves no holder behind: the next writer has nothing to take over
+                os.ftruncate(self._lock, 0)
+            except OSError:
+                pass
             os.close(self._lock)
             self._lock = None
 
@@ -211,20 +294,24 @@ def _line_step(line: str) -> float:
     """The ``step`` of a JSON line; +inf for a line that is not a complete record."""
     try:
         return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return math.inf
 
 
 def read_metrics(path: str | Path, name: str = METRICS) -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl`` (or of its file ``name``, e.g.
-    ``timing.jsonl``); a partial last line, from a killed run, is skipped."""
+    ``timing.jsonl``); a partial last line, from a killed run, is skipped, and so is any line
+    that is not a record with an integer ``step`` (a file altered by hand or from elsewhere)."""
     p = Path(path)
     if p.is_dir():
         p = p / name
     records = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            records.append(record)
     return records

@@ -24,8 +24,10 @@ initialisation, the task and the estimator, so the same config gives bit-identic
 
 from __future__ import annotations
 
+import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,18 +38,33 @@ import numpy as np
 from pydantic import ValidationError
 
 from gradflow.backend import get_backend
-from gradflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, split_state
+from gradflow.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    split_state,
+)
 from gradflow.clipping import clip_direction
 from gradflow.config import ConfigError, OptimizerSection, PluginSection, TrainConfig
-from gradflow.errors import GradflowError, PluginError
+from gradflow.errors import GradflowError, GradflowWarning, NumericalError, PluginError
 from gradflow.estimator import Estimator, StepRecord
 from gradflow.factory import check_capabilities
 from gradflow.loopstate import LoopState
 from gradflow.losses import LN2, get_loss
 from gradflow.model import Model
 from gradflow.optim import Optimizer, create_optimizer
+from gradflow.plugin_guard import PluginFailed, StepChecks, blame, culprit
 from gradflow.random import CounterRNG
-from gradflow.registry import get_registry, validate_options
+from gradflow.registry import PluginInfo, exception_line, get_registry, validate_options
+from gradflow.resume_checks import (
+    check_against_run_config,
+    check_state_layout,
+    first_checkpoint_step,
+    layout_record,
+    non_finite,
+    read_run_config,
+)
 from gradflow.rundir import (
     CHECKPOINT,
     CONFIG,
@@ -56,6 +73,7 @@ from gradflow.rundir import (
     RunDirError,
     default_run_path,
     finite_or_none,
+    read_metrics,
 )
 from gradflow.schedules import learning_rate
 from gradflow.signals import StopFlag, stop_requests
@@ -68,7 +86,12 @@ SEED_KEYS = {"model": 1, "task": 2, "estimator": 3}
 
 
 class TrainingError(GradflowError):
-    """The run cannot go on (a non-finite loss or parameter)."""
+    """The run cannot go on (see the subclasses)."""
+
+
+class TrainingDiverged(TrainingError, NumericalError):
+    """A non-finite loss, gradient, parameter or state: the run stops (the CLI exits with 3),
+    the last good checkpoint stays. The message names the step and the estimator."""
 
 
 class TrainingInterrupted(TrainingError):
@@ -92,6 +115,8 @@ class Components:
     estimator: Estimator
     optimizer: Optimizer
     seeds: dict[str, int] = field(default_factory=dict)
+    #: the registry entries of the task, model and estimator (to name them in messages)
+    infos: dict[str, PluginInfo] = field(default_factory=dict)
 
 
 @contextmanager
@@ -147,12 +172,17 @@ def build(config: TrainConfig) -> Components:
     backend = get_backend(run.backend, run.dtype, run.seed)
 
     task_info, task_opts = _plugin("task", config.task)
-    task = task_info.cls(task_opts, backend, batch=run.batch, seed=seeds["task"])
+    with blame(task_info, "while being created"):
+        task = task_info.cls(task_opts, backend, batch=run.batch, seed=seeds["task"])
+        sizes = {key: getattr(task, key) for key in ("n_in", "n_out")}
+    for key, size in sizes.items():  # n_in may be 0 (influence: no input), n_out may not
+        if isinstance(size, bool) or not isinstance(size, int) or size < (key == "n_out"):
+            raise PluginFailed(f"{task_info.origin} has {key} = {size!r}; it must be a "
+                               f"{'positive' if key == 'n_out' else 'non-negative'} integer")
 
     model_info = get_registry().get("model", config.model.name)
     model_raw = config.model.options()
-    for key in ("n_in", "n_out"):
-        size = getattr(task, key)
+    for key, size in sizes.items():
         if key in model_raw and model_raw[key] != size:
             raise PluginError(f"model.{key} = {model_raw[key]!r} does not match task "
                               f"{task.name!r}, whose {key} is {size}; leave it unset")
@@ -164,11 +194,14 @@ def build(config: TrainConfig) -> Components:
             raise
         raise PluginError(f"{exc} (the trainer sets n_in = {task.n_in} and n_out = "
                           f"{task.n_out} from task {task.name!r})") from None
-    model = model_info.cls(model_opts, backend)
+    with blame(model_info, "while being created"):
+        model = model_info.cls(model_opts, backend)
+        _check_layout(model, model_info)
 
     est_info, est_opts = _plugin("estimator", config.estimator)
     check_capabilities(est_info.cls, model)
-    estimator = est_info.cls(model, est_opts)
+    with blame(est_info, "while being created"):
+        estimator = est_info.cls(model, est_opts)
 
     opt = config.optimizer
     defaults = _estimator_defaults(est_info.cls.optimizer_defaults, opt)
@@ -186,7 +219,27 @@ def build(config: TrainConfig) -> Components:
         run=run.model_copy(), model=_resolved(config.model, model_opts),
         estimator=_resolved(config.estimator, est_opts),
         task=_resolved(config.task, task_opts), optimizer=opt)
-    return Components(resolved, backend, task, model, estimator, optimizer, seeds)
+    infos = {"task": task_info, "model": model_info, "estimator": est_info}
+    return Components(resolved, backend, task, model, estimator, optimizer, seeds, infos)
+
+
+def _check_layout(model: Model, info: PluginInfo) -> None:
+    layout, n_state = getattr(model, "layout", None), getattr(model, "n_state", None)
+    size, n_rec = getattr(layout, "size", None), getattr(layout, "n_rec", None)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, n_rec, n_state)) \
+            or not 0 <= n_rec <= size or size < 1 or n_state < 1:
+        raise PluginFailed(f"{info.origin} has no usable layout and n_state (P = {size!r}, "
+                           f"P_rec = {n_rec!r}, n_state = {n_state!r})")
+
+
+def _completed(path: Path) -> bool:
+    """Whether the run in ``path`` wrote its summary as completed (a run killed after its final
+    checkpoint but before its summary is resumed to write the summary)."""
+    try:
+        return json.loads((path / SUMMARY).read_text(encoding="utf-8")).get("status") \
+            == "completed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -219,19 +272,36 @@ class Trainer:
         self.parts = build(config)
         self.config = self.parts.config
         parts = self.parts
-        self.theta = parts.model.init_params(parts.seeds["model"])
-        self.h = parts.model.initial_state(self.config.run.batch)
-        parts.estimator.start(self.config.run.batch, seed=parts.seeds["estimator"])
+        batch, infos, model = self.config.run.batch, parts.infos, parts.model
+        self.checks = StepChecks(infos, batch, parts.task.n_in, parts.task.n_out, model.n_state,
+                                 model.layout.size, model.layout.n_rec, parts.backend.dtype,
+                                 parts.backend.dtype_name)
+        with blame(infos["model"], "while initialising θ and h"):
+            self.theta = model.init_params(parts.seeds["model"])
+            self.h = model.initial_state(batch)
+            self._h0 = model.initial_state(batch)
+        self.checks.initial(self.theta, self.h)
+        with blame(infos["estimator"], "while starting"):
+            parts.estimator.start(batch, seed=parts.seeds["estimator"])
         self.step = 0
-        self.loss_fn = get_loss(parts.task.loss)
-        self._h0 = parts.model.initial_state(self.config.run.batch)
+        try:
+            self.loss_fn = get_loss(parts.task.loss)
+        except GradflowError as exc:
+            raise PluginFailed(f"{infos['task'].origin}: {exc}") from None
         self._zero = parts.backend.xp.zeros((), dtype=parts.backend.dtype)
         self.loop = LoopState.fresh(self._zero)
         #: the checkpoint step this trainer was resumed from (``None`` for a fresh run)
         self.resumed_from: int | None = None
         #: problems of newer checkpoints that could not be read when resuming
         self.skipped_checkpoints: list[str] = []
+        #: other things worth telling the user when resuming (e.g. "no checkpoint yet")
+        self.notes: list[str] = []
         self._config_changed = False
+        #: the first step of this process checks the plugins' shapes (see gradflow.plugin_guard)
+        self._unverified = True
+        self._direction_unverified = True
+        self._rundir: RunDir | None = None
+        self._evaluating = False
 
     # -- one online step -----------------------------------------------------------------------
     def advance(self) -> tuple[Array, Array | None]:
@@ -243,26 +313,51 @@ class Trainer:
         """
         parts, opt = self.parts, self.config.optimizer
         model, estimator, xp = parts.model, parts.estimator, parts.backend.xp
+        first = self._unverified  # the plugins' shapes are checked on a process's first step
         batch = parts.task.next()
+        if first:
+            self.checks.batch_of_task(batch)
         h, theta = self.h, self.theta
         if batch.reset is not None:
             h = xp.where(batch.reset[:, None], self._h0, h)
             estimator.reset(batch.reset)
         h, cache = model.forward(theta, h, batch.inputs)
-        loss, dy = self.loss_fn(model.readout(theta, h), batch.targets)
+        if first:
+            self.checks.forward(h)
+        y = model.readout(theta, h)
+        if first:
+            self.checks.readout(y)
+            loss, dy = self._first_loss(y, batch.targets)
+        else:
+            loss, dy = self.loss_fn(y, batch.targets)
         parts.task.observe(loss)  # curricula (copy) follow the learner; a no-op by default
         delta, g_out = model.readout_vjp(theta, h, dy)
+        if first:
+            self.checks.readout_vjp(delta, g_out)
+            self._unverified = False
         direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
                                               grad_out=g_out))
         self.step += 1
         raw_norm = None
         if direction is not None:
+            if self._direction_unverified:
+                self.checks.direction(direction)
+                self._direction_unverified = False
             direction, raw_norm = clip_direction(xp, direction, model.layout.n_rec, opt.clip,
                                                  opt.clip_rec)
             theta = parts.optimizer.update(
                 theta, direction, learning_rate(opt.schedule, opt.lr, self.step, opt.decay))
         self.theta, self.h = theta, h
         return loss, raw_norm
+
+    def _first_loss(self, y: Array, targets: Array) -> tuple[Array, Array]:
+        """The loss of the first step: targets that do not fit the outputs (already checked)
+        are the task's fault, and the message says so."""
+        try:
+            return self.loss_fn(y, targets)
+        except GradflowError as exc:
+            raise PluginFailed(f"{self.parts.infos['task'].origin} gave targets that do not "
+                               f"fit its {self.parts.task.loss!r} loss: {exc}") from None
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> float | None:
@@ -298,34 +393,60 @@ class Trainer:
             scalars[name] = s
         return arrays, scalars
 
-    def load_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
-        """Restore a state produced by :meth:`state` (the same configuration's)."""
+    def load_state(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any],
+                   meta: dict[str, Any] | None = None) -> None:
+        """Restore a state produced by :meth:`state` (the same configuration's).
+
+        The arrays are checked first (:func:`gradflow.resume_checks.check_state_layout`): a
+        checkpoint of another model or layout, or one holding NaN, is refused with a
+        :class:`CheckpointError` naming the mismatch. ``meta`` (the checkpoint's metadata) adds
+        θ's recorded layout to the check.
+        """
         be, parts = self.parts.backend, self.parts
+        check_state_layout(self.state()[0], arrays, {"path": "?"} if meta is None else meta,
+                           parts.model.name, parts.model.layout)
 
         def part(name: str) -> dict[str, Any]:
             prefix = f"{name}."
             return {**scalars[name],
                     **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}}
 
-        for key, like in (("theta", self.theta), ("h", self.h)):
-            if tuple(arrays[key].shape) != tuple(like.shape):
-                raise CheckpointError(f"checkpoint: {key} has shape {arrays[key].shape}, the "
-                                      f"configured model needs {tuple(like.shape)}")
         # fresh, writable copies: θ and h are updated in place from here on
         self.theta, self.h = (be.asarray(np.array(arrays[k])) for k in ("theta", "h"))
-        parts.optimizer.load_state_dict(part("optimizer"), be.asarray)
-        parts.estimator.load_state_dict(part("estimator"))
-        parts.task.load_state_dict(part("task"))
-        self.loop = LoopState.restore(part("loop"), scalars["loop"], be.asarray)
-        self.step = int(scalars["trainer"]["step"])
+        try:
+            states = {name: part(name) for name in ("optimizer", "loop", "estimator", "task")}
+            parts.optimizer.load_state_dict(states["optimizer"], be.asarray)
+            self.loop = LoopState.restore(states["loop"], scalars["loop"], be.asarray)
+            self.step = int(scalars["trainer"]["step"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            where = (meta or {}).get("path", "?")
+            raise CheckpointError(f"checkpoint {where!r}: its state cannot be restored "
+                                  f"({exception_line(exc)})") from None
+        for kind, obj in (("estimator", parts.estimator), ("task", parts.task)):
+            with blame(parts.infos[kind], "while loading its state from a checkpoint"):
+                obj.load_state_dict(states[kind])
 
-    def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write the whole state as a checkpoint in ``directory`` (the last two are kept)."""
+    def save_checkpoint(self, directory: str | Path,
+                        state: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> Path:
+        """Write the whole state (default :meth:`state`) as a checkpoint in ``directory`` (the
+        last two are kept).
+
+        A state that is not finite (θ, h, the optimizer, the loop sums or the estimator) is
+        never written: :class:`TrainingDiverged` instead, so the last good checkpoint stays the
+        newest.
+        """
         import gradflow
 
-        arrays, scalars = self.state()
+        arrays, scalars = self.state() if state is None else state
+        bad = non_finite(arrays)
+        if bad:
+            raise TrainingDiverged(self._diverged_message(
+                f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} not finite",
+                "checked before writing a checkpoint"))
+        model = self.parts.model
         return save_checkpoint(directory, self.step, arrays, finite_or_none({
             "gradflow_version": gradflow.__version__,
+            "model": model.name, "layout": layout_record(model.layout),
             "config": self.config.model_dump(mode="json"), "state": scalars}))
 
     @classmethod
@@ -336,23 +457,56 @@ class Trainer:
         ``steps`` (optional) changes ``run.steps``: to extend a finished run, or to stop
         earlier. It may not move the final window (the last ``final_window`` steps, whose mean
         is the final loss) to before the checkpoint, since those losses were not all summed.
+
+        A checkpoint that belongs to another run (its configuration differs from the
+        directory's ``config.json``), of another model or layout, or holding NaN is refused. A
+        run stopped before its first checkpoint starts again from step 0 with its
+        ``config.json`` (:attr:`notes` says so): nothing is lost, the run is deterministic.
         """
         path = Path(run_dir)
         if not path.is_dir():
             raise RunDirError(f"cannot resume {str(path)!r}: no such run directory")
+        run_config = read_run_config(path)
+        if not list_checkpoints(path / CHECKPOINT):
+            return cls._restart(path, run_config, steps)
         arrays, meta = load_checkpoint(path / CHECKPOINT)
         try:
             config = TrainConfig.model_validate(meta["config"])
         except (KeyError, ValidationError) as exc:
             raise CheckpointError(f"checkpoint {meta.get('path')!r}: its configuration cannot "
                                   f"be used ({type(exc).__name__})") from None
-        step, run = int(meta["step"]), config.run
+        if not isinstance(meta.get("state"), dict):
+            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its metadata has no state")
+        if run_config is not None:
+            check_against_run_config(config, run_config, f"checkpoint {meta.get('path')!r}")
+        step = int(meta["step"])
+        trainer = cls._continuing(path, config, step, steps)
+        trainer.load_state(arrays, meta["state"], meta)
+        if trainer.step != step:
+            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its state is at step "
+                                  f"{trainer.step}, its metadata says {step}")
+        if trainer._config_changed and max(trainer.config.run.steps
+                                           - trainer.config.run.final_window, 0) >= step:
+            trainer.loop.final_sum = trainer._zero  # no step before the checkpoint counts
+        trainer.skipped_checkpoints = list(meta.get("skipped", []))
+        for problem in trainer.skipped_checkpoints:  # the CLI prints these as warning: lines
+            warnings.warn(GradflowWarning(f"skipped an unusable checkpoint: {problem}"),
+                          stacklevel=2)
+        trainer._config_changed = trainer._config_changed or run_config is None
+        return trainer
+
+    @classmethod
+    def _continuing(cls, path: Path, config: TrainConfig, step: int,
+                    steps: int | None) -> Trainer:
+        """A trainer of ``config`` that continues the run in ``path`` after ``step`` (with
+        ``steps`` as its new length, if given); the state is not loaded yet."""
+        run = config.run
         final_window = run.final_window
         new_steps = run.steps if steps is None else int(steps)
         if new_steps < step:
             raise ConfigError(f"cannot resume {str(path)!r} with {new_steps:,} steps: its "
                               f"checkpoint is at step {step:,}")
-        if new_steps == step:
+        if new_steps == step and _completed(path):
             hint = "" if steps is not None else "; pass --steps N to train it further"
             raise ConfigError(f"run {str(path)!r} has already reached step {step:,} of "
                               f"{new_steps:,}{hint}")
@@ -369,12 +523,30 @@ class Trainer:
             raise ConfigError(f"run.steps = {new_steps}: {exc.errors()[0]['msg']}") from None
         run.out = str(path)
         trainer = cls(config)
-        trainer.load_state(arrays, meta["state"])
-        if changed and new_from >= step:
-            trainer.loop.final_sum = trainer._zero  # no step before the checkpoint counts
         trainer.resumed_from = step
-        trainer.skipped_checkpoints = list(meta.get("skipped", []))
         trainer._config_changed = changed
+        return trainer
+
+    @classmethod
+    def _restart(cls, path: Path, config: TrainConfig | None, steps: int | None) -> Trainer:
+        """Resume a run that has no checkpoint: from step 0 with its ``config.json``, if no
+        metrics line shows that a checkpoint should exist (else its checkpoints were lost)."""
+        where = path / CHECKPOINT
+        if config is None:
+            raise CheckpointError(f"no checkpoint in {str(where)!r} and no readable {CONFIG} in "
+                                  f"{str(path)!r}: nothing to resume from; start the run again")
+        first = first_checkpoint_step(config)
+        logged = [r.get("step") for r in read_metrics(path)] if (path / "metrics.jsonl").exists() \
+            else []
+        last = max((s for s in logged if isinstance(s, int)), default=0)
+        if last > first:  # (the line of the checkpoint's step comes before the checkpoint)
+            raise CheckpointError(
+                f"no checkpoint in {str(where)!r}, although the run logged step {last:,} (its "
+                f"first checkpoint was due at step {first:,}): the checkpoints were deleted; "
+                "nothing to resume from")
+        trainer = cls._continuing(path, config, 0, steps)
+        trainer.notes.append(f"no checkpoint had been written yet (the first is due at step "
+                             f"{first:,}): starting again from step 0 with {CONFIG}")
         return trainer
 
     # -- the loop ------------------------------------------------------------------------------
@@ -395,20 +567,67 @@ class Trainer:
             path = out or run.out or default_run_path(cfg.task.name, cfg.estimator.name)
             rundir = RunDir.create(path, force=force)
             cfg.run.out = str(rundir.path)
+        self._rundir = rundir
         try:
             if self.resumed_from is None or self._config_changed:
                 rundir.write_json(CONFIG, cfg.model_dump(mode="json"))
             with _blas_threads(run.threads), stop_requests(handle_signals) as stop:
-                summary = self._loop(rundir, progress, stop)
+                try:
+                    summary = self._loop(rundir, progress, stop)
+                except (GradflowError, MemoryError):
+                    raise
+                except (Exception, SystemExit) as exc:  # a plugin may not end the process
+                    raise self._plugin_failure(exc, rundir) from exc
         finally:
             rundir.close()
+            self._rundir = None
         return summary
+
+    def _plugin_failure(self, exc: BaseException, rundir: RunDir) -> BaseException:
+        """``exc`` raised inside a plugin's code → :class:`PluginFailed` naming it (and the
+        run's summary says ``failed``); anything else is returned as it is (a bug)."""
+        parts = self.parts
+        blamed = culprit(exc, [(info, type(getattr(parts, kind)))
+                               for kind, info in parts.infos.items()])
+        if blamed is None:
+            return exc
+        rundir.write_json(SUMMARY, self._summary("failed", None, self.loop.elapsed))
+        kept = (f"the last checkpoint (step {self.loop.last_good:,}) is in {rundir.checkpoint}"
+                if self.loop.last_good is not None else "no checkpoint was written")
+        when = (f"in the held-out evaluation after step {self.step:,}" if self._evaluating
+                else f"at step {self.step + 1:,}")
+        return PluginFailed(f"{blamed.origin} raised {exception_line(exc)} {when}; {kept}")
+
+    def _diverged_message(self, what: str, how: str) -> str:
+        """The message of a :class:`TrainingDiverged` at the current step."""
+        acc, rundir = self.loop, self._rundir
+        if acc.last_good is not None and rundir is not None:
+            kept = f"the last good checkpoint (step {acc.last_good:,}) is in {rundir.checkpoint}"
+        else:
+            kept = "no checkpoint was written"
+        return (f"training diverged at step {self.step:,}: {what} ({how}), with "
+                f"{self.parts.infos['estimator'].origin}; lower optimizer.lr or set "
+                f"optimizer.clip; {kept}")
+
+    def _non_finite_theta(self) -> str:
+        """Which parameters of θ are not finite (called once, when the run stops)."""
+        theta = self.parts.backend.to_numpy(self.theta)
+        names = [name for name, spec in self.parts.model.layout.specs.items()
+                 if not np.isfinite(theta[spec.slice]).all()]
+        count = int((~np.isfinite(theta)).sum())
+        return f"θ is not finite ({count:,} of {theta.size:,} entries, in {', '.join(names)})"
 
     def _checkpoint(self, rundir: RunDir, start: float, window_start: float) -> None:
         now = time.perf_counter()
         self.loop.elapsed, self.loop.window_seconds = now - start, now - window_start
+        arrays, scalars = self.state()
+        scalars["loop"]["last_good"] = self.step  # the checkpoint is the last good one
+        try:
+            self.save_checkpoint(rundir.checkpoint, (arrays, scalars))
+        except TrainingDiverged:
+            rundir.write_json(SUMMARY, self._summary("diverged", None, now - start))
+            raise
         self.loop.last_good = self.step
-        self.save_checkpoint(rundir.checkpoint)
 
     def _finite(self, loss_sum: Array) -> bool:
         xp, backend = self.parts.backend.xp, self.parts.backend
@@ -465,21 +684,25 @@ class Trainer:
                 continue
 
             # -- a metrics line: the only place numbers come back from the device --------------
+            # (and so where the loss, the gradient norms and θ are checked for NaN and ±inf)
             theta = self.theta
             mean_loss = backend.to_float(acc.loss_sum) / acc.window_steps
-            finite = math.isfinite(mean_loss) and bool(xp.all(xp.isfinite(theta)))
+            grad_norm = backend.to_float(acc.norm_sum) / acc.updates if acc.updates else None
+            finite = (math.isfinite(mean_loss) and (grad_norm is None or math.isfinite(grad_norm))
+                      and bool(xp.all(xp.isfinite(theta))))
             now = time.perf_counter()
             record: dict[str, Any] = {
                 "step": step,
                 "loss": mean_loss,
                 "bits": mean_loss / LN2 if is_ce else None,
-                "grad_norm": backend.to_float(acc.norm_sum) / acc.updates if acc.updates
-                else None,
+                "grad_norm": grad_norm,
                 "lr": learning_rate(schedule, lr, step, decay),
                 **task.metrics(),
             }
             if finite and has_eval and (step % run.eval_every == 0 or step == run.steps):
+                self._evaluating = True
                 last_eval = acc.last_eval = self.evaluate()
+                self._evaluating = False
                 record["eval_loss"] = last_eval
                 record["eval_bits"] = last_eval / LN2 if is_ce and last_eval is not None \
                     else None
@@ -491,12 +714,19 @@ class Trainer:
                 "steps_per_s": round(acc.window_steps / max(now - window_start, 1e-9), 1),
             })
             if not finite:
-                what = "the loss" if not math.isfinite(mean_loss) else "θ"
-                kept = (f"the last good checkpoint (step {acc.last_good}) is in "
-                        f"{rundir.checkpoint}" if acc.last_good else "no checkpoint was written")
+                if not math.isfinite(mean_loss):
+                    what = "the loss is not finite"
+                elif grad_norm is not None and not math.isfinite(grad_norm):
+                    what = "the gradient estimate is not finite"
+                else:
+                    what = self._non_finite_theta()
+                before = step - acc.window_steps
+                how = (f"checked at every metrics line, every {run.log_every:,} steps; all "
+                       f"finite at step {before:,}" if before > 0 else
+                       f"checked at every metrics line, every {run.log_every:,} steps; this "
+                       "was the first check")
                 rundir.write_json(SUMMARY, self._summary("diverged", None, now - start))
-                raise TrainingError(f"training diverged at step {step}: {what} is not finite "
-                                    f"(lower optimizer.lr or set optimizer.clip); {kept}")
+                raise TrainingDiverged(self._diverged_message(what, how))
             if acc.best is None or mean_loss < acc.best[0]:
                 acc.best = (mean_loss, step)
             acc.reset_window(zero)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +44,27 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def backend64(backend_name: str) -> gradflow.Backend:
     """A float64 backend of each kind."""
     return gradflow.get_backend(backend_name, "float64")
+
+
+#: the test plugin distributions under tests/plugins (see their pyproject.toml)
+PLUGIN_DISTRIBUTIONS = ("gradflow-toy-plugin", "gradflow-broken-plugin", "gradflow-hostile-plugin",
+                        "gradflow-faulty-plugin")
+
+
+@pytest.fixture(scope="session")
+def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test plugin distribution pip-installed (as real distributions, with their entry
+    points) into one fresh ``--target`` directory: put it on ``PYTHONPATH`` of a subprocess.
+    The sources are copied first, so that building them leaves nothing in the repository."""
+    here = Path(__file__).parent / "plugins"
+    target = tmp_path_factory.mktemp("hostile-site")
+    sources = tmp_path_factory.mktemp("plugin-sources")
+    paths = []
+    for name in PLUGIN_DISTRIBUTIONS:
+        shutil.copytree(here / name, sources / name,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        paths.append(str(sources / name))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--no-index", "--target", str(target), *paths],
+                   check=True, cwd=sources, capture_output=True)
+    return target

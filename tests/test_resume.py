@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from gradflow_cli.app import main
 import gradflow
 from gradflow.checkpoint import list_checkpoints, load_checkpoint
 from gradflow.config import build_config
+from gradflow.errors import GradflowWarning
 from gradflow.rundir import RunDir, read_metrics
 from gradflow.trainer import Trainer, TrainingInterrupted
 
@@ -249,7 +251,8 @@ def test_keeps_the_last_two_checkpoints(tmp_path: Path) -> None:
     newest.write_bytes(newest.read_bytes()[:100])
     _, meta = load_checkpoint(ckpt)
     assert meta["step"] == 1500 and "damaged" in meta["skipped"][0]
-    again = gradflow.resume(tmp_path / "run")
+    with pytest.warns(GradflowWarning, match="skipped an unusable checkpoint: .*damaged"):
+        again = gradflow.resume(tmp_path / "run")
     assert again.status == "completed" and again["final_loss"] == run["final_loss"]
     assert np.array_equal(again.theta, run.theta)
 
@@ -290,7 +293,8 @@ def test_one_writer_per_run_directory(tmp_path: Path, monkeypatch, capsys) -> No
         before = (run / "metrics.jsonl").read_bytes()
         assert cli(monkeypatch, "train", "--resume", str(run), "--steps", "2000") == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
-            f"error: run directory '{run}' is being written by another gradflow process")
+            f"error: run directory '{run}' is being written by another gradflow process (pid "
+            f"{os.getpid()} on {socket.gethostname()})")
         assert cli(monkeypatch, *train_args("tbptt", run), "--force") == 2
         assert "being written by another gradflow process" in capsys.readouterr().err
         assert (run / "metrics.jsonl").read_bytes() == before

@@ -1,0 +1,1 @@
+"""Plugins that break their contracts while a run uses them (test fixtures)."""

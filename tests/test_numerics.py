@@ -1,0 +1,206 @@
+"""Numerics: saturated units and zero states give no NaN; a run whose numbers go non-finite
+stops with a message naming the step and the estimator, and never writes a non-finite
+checkpoint.
+
+The rank-one estimators divide by norms that vanish when every tanh unit is saturated
+(J_t = 0, F_t = 0) or when the state is zero: ρ = sqrt((|w| + ε)/(|v| + ε)) keeps ε in both
+norms, and the Kalman filter inverts J_θ + λ with λ > 0 (J_θ ≥ 0, so (J_θ + λ)⁻¹ ≤ 1/λ). These
+tests run the estimators where those denominators are exactly zero.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gradflow
+from gradflow.checkpoint import list_checkpoints, load_checkpoint
+from gradflow.config import build_config
+from gradflow.errors import NumericalError
+from gradflow.estimator import StepRecord
+from gradflow.trainer import Trainer, TrainingDiverged
+
+MODELS = ("rnn", "gru", "lstm")
+ESTIMATORS = ("uoro", "nobacktrack", "kalman-nobacktrack")
+#: (θ scale, inputs): saturated units (|pre-activation| in the hundreds: tanh' and σ' are 0 in
+#: floating point), saturated units with all-zero inputs, and a zero state that stays zero
+SCENARIOS = {
+    "saturated": (1000.0, "normal"),
+    "saturated-zero-inputs": (1000.0, "zeros"),
+    "zero-state": (0.0, "zeros"),
+}
+
+
+def _finite_run(model_name: str, estimator: str, dtype: str, scale: float, inputs: str,
+                steps: int = 300, batch: int = 3) -> None:
+    """Run ``estimator`` for ``steps`` steps with θ × ``scale`` and assert that every direction
+    and every state array stays finite."""
+    be = gradflow.get_backend("numpy", dtype)
+    model = gradflow.create_model(model_name, backend=be, n_in=3, n_hidden=6, n_out=2)
+    est = gradflow.create_estimator(estimator, model)
+    est.start(batch, seed=4)
+    theta = model.init_params(1) * scale
+    h = model.initial_state(batch)
+    loss = gradflow.get_loss("mse")
+    rng = np.random.default_rng(0)
+    for t in range(steps):
+        x = (rng.normal(size=(batch, 3)) if inputs == "normal" else np.zeros((batch, 3)))
+        h, cache = model.forward(theta, h, be.asarray(x))
+        _, dy = loss(model.readout(theta, h), be.asarray(rng.normal(size=(batch, 2))))
+        delta, g_out = model.readout_vjp(theta, h, dy)
+        direction = est.step(StepRecord(theta=theta, cache=cache, delta=delta, grad_out=g_out))
+        assert direction is not None and np.isfinite(direction).all(), (t, "direction")
+        for key, value in est.state_dict().items():
+            if isinstance(value, np.ndarray):
+                assert np.isfinite(value).all(), (t, key)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("model_name", MODELS)
+def test_no_nan_with_saturated_units_or_zero_states(model_name: str, estimator: str, dtype: str,
+                                                    scenario: str) -> None:
+    scale, inputs = SCENARIOS[scenario]
+    _finite_run(model_name, estimator, dtype, scale, inputs)
+
+
+def test_the_saturated_scenario_does_saturate() -> None:
+    """θ × 1000 really puts the tanh units of rnn out of their linear range (tanh' = 0 in
+    float64), so the test above exercises zero Jacobians, and zero inputs keep a zero state."""
+    be = gradflow.get_backend("numpy", "float64")
+    model = gradflow.create_model("rnn", backend=be, n_in=3, n_hidden=6, n_out=2)
+    theta = model.init_params(1) * 1000.0
+    h, cache = model.forward(theta, model.initial_state(2),
+                             be.asarray(np.random.default_rng(0).normal(size=(2, 3))))
+    jv = model.jvp_state(theta, cache, be.asarray(np.ones((2, 6))))
+    assert np.count_nonzero(np.abs(np.asarray(h)) == 1.0) >= 6  # tanh = ±1 exactly
+    assert np.count_nonzero(np.asarray(jv)) <= 6  # most rows of J_t are exactly zero
+    zero = model.init_params(1) * 0.0
+    h0, _ = model.forward(zero, model.initial_state(2), be.asarray(np.zeros((2, 3))))
+    assert not np.any(np.asarray(h0))
+
+
+# -- the trainer: non-finite numbers stop the run ------------------------------------------------
+class _Spoiler(gradflow.Estimator):
+    """The exact readout gradient; from step ``bad`` on it spoils one thing (``how``): the
+    direction (×inf), θ itself (NaN written in place, as a buggy estimator might), or its own
+    state (NaN, θ staying finite)."""
+
+    name = "spoiler-test"
+    how, bad = "theta", 0
+
+    def _allocate(self, batch: int) -> None:
+        self.zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
+        self.memory = self.xp.zeros((3,), dtype=self.dtype)
+        self.count = 0
+
+    def state_arrays(self) -> dict[str, Any]:
+        return {"memory": self.memory}
+
+    def load_state_arrays(self, arrays: dict[str, Any]) -> None:
+        self.memory = arrays["memory"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.count = int(state["count"])
+
+    def step(self, record: StepRecord) -> Any:
+        self.count += 1
+        direction = self.full_direction(self.zeros, record.grad_out)
+        if self.count == self.bad and self.how == "gradient":
+            direction = direction * float("inf")
+        if self.count == self.bad and self.how == "theta":
+            record.theta[0] = float("nan")  # the loss of this step was already computed
+        if self.count >= self.bad and self.how == "state":
+            self.memory = self.memory * float("nan")
+        return direction
+
+
+@pytest.fixture
+def spoiler():
+    @gradflow.hookimpl
+    def gradflow_register_estimators(register):
+        register(_Spoiler)
+
+    gradflow.register_plugin(types.SimpleNamespace(
+        gradflow_register_estimators=gradflow_register_estimators), "numerics-test")
+    yield _Spoiler
+    gradflow.unregister_plugin("numerics-test")
+
+
+def _config(*sets: str) -> gradflow.TrainConfig:
+    return build_config(sets=["estimator.name=spoiler-test", "run.steps=600",
+                              "run.log_every=100", "run.checkpoint_every=200",
+                              "run.eval_every=0", "model.n_hidden=4", *sets])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize(("how", "what"), [
+    ("gradient", "the gradient estimate is not finite"),
+    ("theta", "θ is not finite (1 of 38 entries, in W_hh)"),
+])
+def test_non_finite_at_a_metrics_line(tmp_path: Path, spoiler, how: str, what: str) -> None:
+    """The direction of step 300 is ±inf (so its norm is), or θ turns NaN after the loss of
+    step 300: the metrics line of step 300 stops the run; the message names what, the step,
+    the granularity of the check, the estimator and the last good checkpoint, which stays."""
+    spoiler.how, spoiler.bad = how, 300
+    with pytest.raises(TrainingDiverged) as info:
+        Trainer(_config()).run(tmp_path / "run")
+    assert str(info.value) == (
+        f"training diverged at step 300: {what} (checked at every metrics line, every 100 "
+        "steps; all finite at step 200), with estimator 'spoiler-test' (plugin "
+        "'numerics-test', registered in-process); lower optimizer.lr or set optimizer.clip; "
+        f"the last good checkpoint (step 200) is in {tmp_path / 'run' / 'checkpoint'}")
+    assert isinstance(info.value, NumericalError) and info.value.exit_code == 3
+    arrays, meta = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert meta["step"] == 200 and np.isfinite(arrays["theta"]).all()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 300 and "NaN" not in lines[-1]  # strict JSON
+
+
+def test_a_non_finite_state_is_never_checkpointed(tmp_path: Path, spoiler) -> None:
+    """The estimator's state turns NaN at step 250 while θ and the loss stay finite: the
+    metrics line at 300 cannot see it, the checkpoint at 400 refuses to write it."""
+    spoiler.how, spoiler.bad = "state", 250
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 400: "
+                       r"estimator\.array\.memory not finite \(checked before writing a "
+                       r"checkpoint\), with estimator 'spoiler-test' .*the last good "
+                       r"checkpoint \(step 200\) is in "):
+        Trainer(_config()).run(tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoint")] == [200]
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert meta["state"]["loop"]["last_good"] == 200
+    # the resumed run meets the same NaN at the same place: deterministic, and still exit 3
+    with pytest.raises(TrainingDiverged, match="at step 400"):
+        gradflow.resume(tmp_path / "run")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoint")] == [200]
+
+
+def test_a_checkpoint_holding_nan_is_refused(tmp_path: Path) -> None:
+    """Belt and braces: a checkpoint altered to hold NaN (with a matching SHA-256) is refused
+    on load, naming the array."""
+    from gradflow.checkpoint import save_checkpoint
+
+    run = gradflow.train(build_config(sets=["run.steps=200", "run.log_every=100",
+                                            "run.checkpoint_every=100", "run.eval_every=0",
+                                            "model.n_hidden=4"]), out=tmp_path / "run")
+    arrays, meta = load_checkpoint(run.path / "checkpoint")
+    arrays["optimizer.m"] = arrays["optimizer.m"] * np.nan
+    keep = {k: v for k, v in meta.items() if k not in ("format", "version", "step", "arrays",
+                                                      "sha256", "path", "skipped")}
+    for step in (100, 200):
+        save_checkpoint(run.path / "checkpoint", step, arrays, keep)
+    with pytest.raises(gradflow.GradflowError, match=r"optimizer\.m holds NaN or infinite "
+                       r"values; gradflow never writes such a checkpoint"):
+        Trainer.resume(run.path, steps=300)
