@@ -24,3 +24,19 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """‖a − b‖ / max(‖b‖, tiny)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the ``gradflow`` console script in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from gradflow_cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

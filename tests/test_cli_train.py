@@ -11,20 +11,12 @@ from gradflow_cli.app import main
 
 import gradflow
 from gradflow.config import parse_assignment, parse_value
+from tests.helpers import run_cli
 
 FAST = ["--set", "model.n_hidden=8", "--set", "run.log_every=100", "--set", "run.eval_every=0"]
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console script in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 def test_train_prints_a_summary(tmp_path, monkeypatch, capsys) -> None:

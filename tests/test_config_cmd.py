@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from gradflow_cli.app import main
 from hypothesis import given
 from hypothesis import strategies as st
 
 import gradflow
 from gradflow.config import build_config
 from gradflow.toml_writer import dumps
+from tests.helpers import run_cli
 
 jsonschema = pytest.importorskip("jsonschema")
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

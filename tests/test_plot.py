@@ -7,25 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradflow_cli.app import main
 
 import gradflow
 from gradflow.plot import PlotError, learning_curves, run_labels, trailing_mean
+from tests.helpers import run_cli
 
 pytest.importorskip("matplotlib")
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

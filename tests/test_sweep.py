@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from gradflow_cli.app import main
 
 from gradflow.sweep import load_grid
+from tests.helpers import run_cli
 
 GRID = """
 [run]
@@ -30,15 +29,7 @@ NAMES = ["estimator.name=tbptt,run.seed=0", "estimator.name=tbptt,run.seed=1",
          "estimator.name=uoro,run.seed=0", "estimator.name=uoro,run.seed=1"]
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["gradflow", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 @pytest.fixture
