@@ -48,7 +48,7 @@ from gradflow.model import (
     ModelOptions,
 )
 from gradflow.random import CounterRNG
-from gradflow.readout import AffineReadout
+from gradflow.readout import AffineReadout, AffineReadoutModel, sigmoid
 from gradflow.reference import bptt_gradients
 from gradflow.registry import get_registry, register_plugin, reload_registry, unregister_plugin
 from gradflow.run import Run, load_run, resume, train
@@ -69,6 +69,7 @@ __all__ = [
     "READOUT",
     "VJP",
     "AffineReadout",
+    "AffineReadoutModel",
     "Backend",
     "BackendUnavailableError",
     "Batch",
@@ -108,6 +109,7 @@ __all__ = [
     "register_plugin",
     "reload_registry",
     "resume",
+    "sigmoid",
     "train",
     "unregister_plugin",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from gradflow.layout import ParamLayout
+from gradflow.model import Model
 
 Array = Any
 
@@ -55,3 +56,32 @@ class AffineReadout:
         bound = 1.0 / self.n_visible ** 0.5
         w = rng.uniform((self.n_out * self.n_visible,), dtype, -bound, bound)
         return [w, self.xp.zeros((self.n_out,), dtype=dtype)]
+
+
+class AffineReadoutModel(Model):
+    """Base for models whose readout is :class:`AffineReadout`: it lays out θ as the recurrent
+    parameters followed by ``W_hy`` and ``b_y`` and provides ``readout`` and ``readout_vjp``.
+
+    A subclass calls :meth:`_lay_out` in its ``__init__`` and implements the recurrent core.
+    """
+
+    _readout: AffineReadout
+
+    def _lay_out(self, recurrent: list[tuple[str, tuple[int, ...]]], n_visible: int,
+                 n_state: int, n_out: int) -> None:
+        """Set ``n_state``, the readout on the first ``n_visible`` state coordinates, and
+        ``layout`` = [recurrent | W_hy, b_y]."""
+        self.n_state = n_state
+        self._readout = AffineReadout(self.xp, n_visible, n_state, n_out)
+        self.layout = ParamLayout(recurrent, self._readout.shapes())
+
+    def readout(self, theta: Array, h: Array) -> Array:
+        return self._readout.apply(self.layout, theta, h)
+
+    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
+        return self._readout.vjp(self.layout, theta, h, u)
+
+
+def sigmoid(xp: Any, a: Array) -> Array:
+    """σ(a) = 1 / (1 + e^{−a}), elementwise (the gates of GRU and LSTM cells)."""
+    return 1.0 / (1.0 + xp.exp(-a))

@@ -36,23 +36,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import (
-    ALL_CAPABILITIES,
-    AffineReadout,
-    CounterRNG,
-    Model,
-    ModelOptions,
-    ParamLayout,
-)
+from gradflow import ALL_CAPABILITIES, AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
 
 Array = Any
 
 
-def _sigmoid(xp: Any, a: Array) -> Array:
-    return 1.0 / (1.0 + xp.exp(-a))
-
-
-class GRU(Model):
+class GRU(AffineReadoutModel):
     name = "gru"
     description = "GRU cell (PyTorch gate conventions r, z, n), affine readout"
     Options = ModelOptions
@@ -61,11 +50,9 @@ class GRU(Model):
     def __init__(self, options: ModelOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
-        self.n_state = n
-        self._readout = AffineReadout(self.xp, n, n, k)
-        self.layout = ParamLayout(
+        self._lay_out(
             [("W_ih", (3 * n, m)), ("W_hh", (3 * n, n)), ("b_ih", (3 * n,)), ("b_hh", (3 * n,))],
-            self._readout.shapes(),
+            n_visible=n, n_state=n, n_out=k,
         )
 
     # -- parameters --------------------------------------------------------------------------
@@ -82,8 +69,8 @@ class GRU(Model):
         xp, lay, n = self.xp, self.layout, self.n_state
         gi = x @ lay.view(theta, "W_ih").T + lay.view(theta, "b_ih")
         gh = h @ lay.view(theta, "W_hh").T + lay.view(theta, "b_hh")
-        r = _sigmoid(xp, gi[:, :n] + gh[:, :n])
-        z = _sigmoid(xp, gi[:, n:2 * n] + gh[:, n:2 * n])
+        r = sigmoid(xp, gi[:, :n] + gh[:, :n])
+        z = sigmoid(xp, gi[:, n:2 * n] + gh[:, n:2 * n])
         gh_n = gh[:, 2 * n:]
         c = xp.tanh(gi[:, 2 * n:] + r * gh_n)
         h_next = (1.0 - z) * c + z * h
@@ -93,12 +80,6 @@ class GRU(Model):
         d_i = xp.concat([kr, kz, kn], axis=1)
         d_h = xp.concat([kr, kz, kn * r], axis=1)
         return h_next, {"h": h, "x": x, "z": z, "d_i": d_i, "d_h": d_h}
-
-    def readout(self, theta: Array, h: Array) -> Array:
-        return self._readout.apply(self.layout, theta, h)
-
-    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
-        return self._readout.vjp(self.layout, theta, h, u)
 
     # -- derivatives -------------------------------------------------------------------------
     def _sum_blocks(self, a: Array) -> Array:

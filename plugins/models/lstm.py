@@ -31,23 +31,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import (
-    ALL_CAPABILITIES,
-    AffineReadout,
-    CounterRNG,
-    Model,
-    ModelOptions,
-    ParamLayout,
-)
+from gradflow import ALL_CAPABILITIES, AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
 
 Array = Any
 
 
-def _sigmoid(xp: Any, a: Array) -> Array:
-    return 1.0 / (1.0 + xp.exp(-a))
-
-
-class LSTM(Model):
+class LSTM(AffineReadoutModel):
     name = "lstm"
     description = "LSTM cell (PyTorch gate conventions i, f, g, o), state [h; c], readout on h"
     Options = ModelOptions
@@ -57,11 +46,9 @@ class LSTM(Model):
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
         self.n_hidden = n
-        self.n_state = 2 * n
-        self._readout = AffineReadout(self.xp, n, 2 * n, k)
-        self.layout = ParamLayout(
+        self._lay_out(
             [("W_ih", (4 * n, m)), ("W_hh", (4 * n, n)), ("b_ih", (4 * n,)), ("b_hh", (4 * n,))],
-            self._readout.shapes(),
+            n_visible=n, n_state=2 * n, n_out=k,
         )
 
     # -- parameters --------------------------------------------------------------------------
@@ -79,10 +66,10 @@ class LSTM(Model):
         h_prev, c_prev = h[:, :n], h[:, n:]
         a = (x @ lay.view(theta, "W_ih").T + lay.view(theta, "b_ih")
              + h_prev @ lay.view(theta, "W_hh").T + lay.view(theta, "b_hh"))
-        i = _sigmoid(xp, a[:, :n])
-        f = _sigmoid(xp, a[:, n:2 * n])
+        i = sigmoid(xp, a[:, :n])
+        f = sigmoid(xp, a[:, n:2 * n])
         g = xp.tanh(a[:, 2 * n:3 * n])
-        o = _sigmoid(xp, a[:, 3 * n:])
+        o = sigmoid(xp, a[:, 3 * n:])
         c = f * c_prev + i * g
         tc = xp.tanh(c)
         h_next = o * tc
@@ -95,12 +82,6 @@ class LSTM(Model):
                                                        axis=1)
         cache = {"h": h_prev, "x": x, "f": f, "q": q, "d_c": d_c, "d_h": d_h}
         return xp.concat([h_next, c], axis=1), cache
-
-    def readout(self, theta: Array, h: Array) -> Array:
-        return self._readout.apply(self.layout, theta, h)
-
-    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
-        return self._readout.vjp(self.layout, theta, h, u)
 
     # -- derivatives -------------------------------------------------------------------------
     def _sum_blocks(self, a: Array) -> Array:

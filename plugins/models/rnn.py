@@ -35,11 +35,9 @@ from pydantic import Field
 
 from gradflow import (
     ALL_CAPABILITIES,
-    AffineReadout,
+    AffineReadoutModel,
     CounterRNG,
-    Model,
     ModelOptions,
-    ParamLayout,
 )
 
 Array = Any
@@ -54,7 +52,7 @@ class RNNOptions(ModelOptions):
     )
 
 
-class RNN(Model):
+class RNN(AffineReadoutModel):
     name = "rnn"
     description = "leaky tanh RNN: h' = (1−α)h + α tanh(W_hh h + W_xh x + b_h), affine readout"
     Options = RNNOptions
@@ -63,12 +61,9 @@ class RNN(Model):
     def __init__(self, options: RNNOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
-        self.n_state = n
         self.alpha = float(options.alpha)
-        self._readout = AffineReadout(self.xp, n, n, k)
-        self.layout = ParamLayout(
-            [("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))], self._readout.shapes()
-        )
+        self._lay_out([("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))],
+                      n_visible=n, n_state=n, n_out=k)
 
     # -- parameters --------------------------------------------------------------------------
     def init_params(self, seed: int = 0) -> Array:
@@ -103,12 +98,6 @@ class RNN(Model):
         s = self.xp.tanh(a)
         h_next = s if self.alpha == 1.0 else (1.0 - self.alpha) * h + self.alpha * s
         return h_next, {"h": h, "x": x, "s": s}
-
-    def readout(self, theta: Array, h: Array) -> Array:
-        return self._readout.apply(self.layout, theta, h)
-
-    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
-        return self._readout.vjp(self.layout, theta, h, u)
 
     # -- derivatives -------------------------------------------------------------------------
     def _d(self, cache: dict[str, Array]) -> Array:
