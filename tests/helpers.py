@@ -40,3 +40,27 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+#: a script for ``python -c``: ``gradflow train ...`` (``sys.argv[2:]``) that stands still after
+#: step ``sys.argv[1]`` (holding its run directory); with NOFLOCK
+#: set it also behaves as if the filesystem had no flock (ENOLCK).
+PAUSED_TRAIN = r"""
+import errno, fcntl, os, sys, time
+from gradflow.trainer import Trainer
+from gradflow_cli.app import main
+pause, args = int(sys.argv[1]), sys.argv[2:]
+if os.environ.get("NOFLOCK"):
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    fcntl.flock = flock
+advance = Trainer.advance
+def advance_then_pause(self):
+    out = advance(self)
+    while self.step >= pause:
+        time.sleep(60)
+    return out
+Trainer.advance = advance_then_pause
+sys.argv = ["gradflow", *args]
+main()
+"""

@@ -17,36 +17,16 @@ from pathlib import Path
 import pytest
 
 from gradflow.rundir import read_metrics
+from tests.helpers import PAUSED_TRAIN
 
 SETS = ["--set", "run.log_every=100", "--set", "run.checkpoint_every=200", "--set",
         "run.eval_every=0", "--set", "model.n_hidden=4"]
 
-# `gradflow train ...` that stands still after step PAUSE (holding its run directory), or, with
-# NOFLOCK set, also behaves as if the filesystem had no flock (ENOLCK).
-TRAIN = r"""
-import errno, fcntl, os, sys, time
-from gradflow.trainer import Trainer
-from gradflow_cli.app import main
-pause, args = int(sys.argv[1]), sys.argv[2:]
-if os.environ.get("NOFLOCK"):
-    def flock(fd, op):
-        raise OSError(errno.ENOLCK, "No locks available")
-    fcntl.flock = flock
-advance = Trainer.advance
-def advance_then_pause(self):
-    out = advance(self)
-    while self.step >= pause:
-        time.sleep(60)
-    return out
-Trainer.advance = advance_then_pause
-sys.argv = ["gradflow", *args]
-main()
-"""
 
 
 def start(run: Path, *args: str, pause: int = 10**9, **env: str) -> subprocess.Popen:
     environ = {**os.environ, **env}
-    return subprocess.Popen([sys.executable, "-c", TRAIN, str(pause), "train", *args, "-q"],
+    return subprocess.Popen([sys.executable, "-c", PAUSED_TRAIN, str(pause), "train", *args, "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=environ, cwd=run.parent)
 

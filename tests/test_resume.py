@@ -23,30 +23,12 @@ from gradflow.config import build_config
 from gradflow.errors import GradflowWarning
 from gradflow.rundir import RunDir, read_metrics
 from gradflow.trainer import Trainer, TrainingInterrupted
+from tests.helpers import PAUSED_TRAIN
 
 SETS = ["run.log_every=100", "run.eval_every=500", "run.eval_steps=50",
         "run.checkpoint_every=1000", "run.final_window=300", "model.n_hidden=8"]
 #: fields of summary.json that depend on the wall clock or the directory
 UNSTABLE = {"seconds", "steps_per_s", "run_dir"}
-
-# `gradflow train` in a subprocess, with one change: once it has finished step PAUSE (after the
-# checkpoint at 1,000 and the metrics lines up to 1,100) it stands still, so that the test can
-# SIGKILL it there without racing it to the end of the run. Nothing else differs.
-PAUSED_TRAIN = """
-import sys, time
-from gradflow.trainer import Trainer
-from gradflow_cli.app import main
-pause, args = int(sys.argv[1]), sys.argv[2:]
-advance = Trainer.advance
-def advance_then_pause(self):
-    out = advance(self)
-    while self.step >= pause:
-        time.sleep(60)
-    return out
-Trainer.advance = advance_then_pause
-sys.argv = ["gradflow", *args]
-main()
-"""
 
 # `gradflow train` in a subprocess that sends itself SIGNAL right after step AT.
 SIGNALLED_TRAIN = """
@@ -120,6 +102,8 @@ def test_sigkill_then_resume_equals_one_go(tmp_path: Path, monkeypatch, estimato
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert cli(monkeypatch, *train_args(estimator, whole)) == 0
 
+    # gradflow train standing still after step 1,150 (past the checkpoint at 1,000 and the metrics
+    # lines up to 1,100), so that the SIGKILL does not race the end of the run
     proc = subprocess.Popen([sys.executable, "-c", PAUSED_TRAIN, "1150",
                              *train_args(estimator, killed)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
