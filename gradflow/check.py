@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from gradflow.errors import GradflowError
-from gradflow.estimator import Estimator, StepRecord
+from gradflow.estimator import Estimator
 from gradflow.factory import create_estimator
-from gradflow.frozen import _as_targets, frozen_gradients
+from gradflow.frozen import _as_targets, frozen_gradients, frozen_step, preconditioning
 from gradflow.losses import Loss, get_loss
 from gradflow.model import Model
 from gradflow.plugin_guard import check_direction
@@ -184,9 +184,7 @@ def sample_statistics(model: Model, estimator: Estimator, theta: Any, inputs: An
     if samples < 1:
         raise GradflowError(f"samples must be at least 1, got {samples}")
     moments = _Moments(np.concatenate([reference, reference.sum(axis=0, keepdims=True)]))
-    previous = estimator.precondition
-    estimator.precondition = False
-    try:
+    with preconditioning(estimator, False):
         done = _sample_streams(model, estimator, theta, inputs, targets, loss, resets, moments,
                                samples, seed, max_streams or MAX_STREAMS, progress)
         sampler = "streams"
@@ -201,8 +199,6 @@ def sample_statistics(model: Model, estimator: Estimator, theta: Any, inputs: An
                 moments.add(T, rows.sum(axis=0, keepdims=True))
                 if progress is not None:
                     progress(i + 1, samples)
-    finally:
-        estimator.precondition = previous
     return moments.rows(), sampler
 
 
@@ -236,11 +232,8 @@ def _sample_streams(model: Model, estimator: Estimator, theta: Any, inputs: np.n
                 mask = backend.asarray(np.ones(B, dtype=bool))
                 h = h0
                 estimator.reset(mask)
-            h, cache = model.forward(theta, h, X[t, ...])
-            _, dy = loss_fn(model.readout(theta, h), Y[t, ...])
-            delta, g_out = model.readout_vjp(theta, h, dy)
-            direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
-                                                  grad_out=g_out))
+            h, record = frozen_step(model, theta, h, X[t, ...], Y[t, ...], loss_fn)
+            direction = estimator.step(record)
             if direction is not None:
                 check_direction(estimator, direction, model.layout.size)
             per_stream = estimator.stream_estimates()

@@ -6,6 +6,8 @@ same inputs and targets, no parameter update, and one row per step.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,31 @@ def _check_sequence(model: Model, inputs: Array, targets: Array) -> tuple[int, i
         raise ShapeError(f"targets must have shape (T, B) or (T, B, k) with T={T}, B={B}, "
                          f"got {tuple(targets.shape)}")
     return T, B
+
+
+def frozen_step(model: Model, theta: Array, h: Array, x: Array, y: Array,
+                loss_fn: Loss) -> tuple[Array, StepRecord]:
+    """One step of a trajectory with θ fixed: h_t = f(h_{t−1}, x_t), ŷ_t = g(h_t), the loss's
+    gradient and the readout VJP. Returns h_t and what an estimator sees of the step."""
+    h, cache = model.forward(theta, h, x)
+    _, dy = loss_fn(model.readout(theta, h), y)
+    delta, g_out = model.readout_vjp(theta, h, dy)
+    return h, StepRecord(theta=theta, cache=cache, delta=delta, grad_out=g_out)
+
+
+@contextmanager
+def preconditioning(estimator: Estimator, on: bool) -> Iterator[Estimator]:
+    """Run ``estimator`` with its preconditioner (:attr:`Estimator.precondition`) on or off,
+    restoring the previous setting afterwards. An object without the attribute is left as is."""
+    if not hasattr(estimator, "precondition"):
+        yield estimator
+        return
+    previous = estimator.precondition
+    estimator.precondition = on
+    try:
+        yield estimator
+    finally:
+        estimator.precondition = previous
 
 
 def _as_targets(model: Model, targets: Any) -> Array:
@@ -67,9 +94,7 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
     loss_fn = get_loss(loss)
     reset_masks = None if resets is None else backend.asarray(np.asarray(resets, dtype=bool))
 
-    previous = estimator.precondition
-    estimator.precondition = precondition
-    try:
+    with preconditioning(estimator, precondition):
         estimator.start(B, seed=seed)
         h = model.initial_state(B)
         h0 = model.initial_state(B)
@@ -79,12 +104,8 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
                 mask = reset_masks[t, ...]
                 h = xp.where(mask[:, None], h0, h)
                 estimator.reset(mask)
-            h, cache = model.forward(theta, h, inputs[t, ...])
-            yhat = model.readout(theta, h)
-            _, dy = loss_fn(yhat, targets[t, ...])
-            delta, g_out = model.readout_vjp(theta, h, dy)
-            direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
-                                                  grad_out=g_out))
+            h, record = frozen_step(model, theta, h, inputs[t, ...], targets[t, ...], loss_fn)
+            direction = estimator.step(record)
             if direction is not None:
                 check_direction(estimator, direction, model.layout.size)
                 rows[t] += backend.to_numpy(direction)
@@ -92,6 +113,4 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
         if pending is not None:
             check_direction(estimator, pending, model.layout.size)
             rows[T - 1] += backend.to_numpy(pending)
-    finally:
-        estimator.precondition = previous
     return rows

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradflow.frozen import _as_targets, _check_sequence
+from gradflow.frozen import _as_targets, _check_sequence, frozen_step
 from gradflow.losses import Loss, get_loss
 from gradflow.model import Model
 
@@ -45,12 +45,10 @@ def bptt_gradients(model: Model, theta: Array, inputs: Any, targets: Any,
     for t in range(T):
         if cuts is not None:
             h = xp.where(cuts[t, ...][:, None], h0, h)
-        h, cache = model.forward(theta, h, inputs[t, ...])
-        _, dy = loss_fn(model.readout(theta, h), targets[t, ...])
-        delta, g_out = model.readout_vjp(theta, h, dy)
-        caches.append(cache)
-        deltas.append(delta)
-        outs.append(g_out)
+        h, record = frozen_step(model, theta, h, inputs[t, ...], targets[t, ...], loss_fn)
+        caches.append(record.cache)
+        deltas.append(record.delta)
+        outs.append(record.grad_out)
 
     rows = np.zeros((T, model.layout.size))
     zero = xp.zeros((), dtype=backend.dtype)

@@ -66,6 +66,7 @@ import numpy as np
 from gradflow.backend import get_backend
 from gradflow.estimator import Estimator, StepRecord
 from gradflow.factory import check_capabilities
+from gradflow.frozen import frozen_step, preconditioning
 from gradflow.losses import Loss, get_loss
 from gradflow.model import (
     JVP_STATE,
@@ -374,10 +375,8 @@ def _records(model: Model, theta: Array, inputs: np.ndarray, targets: np.ndarray
     h = model.initial_state(int(inputs.shape[1]))
     records = []
     for t in range(inputs.shape[0]):
-        h, cache = model.forward(theta, h, x[t, ...])
-        _, dy = loss(model.readout(theta, h), y[t, ...])
-        delta, g_out = model.readout_vjp(theta, h, dy)
-        records.append(StepRecord(theta=theta, cache=cache, delta=delta, grad_out=g_out))
+        h, record = frozen_step(model, theta, h, x[t, ...], y[t, ...], loss)
+        records.append(record)
     return records
 
 
@@ -389,10 +388,7 @@ def _run(estimator: Estimator, records: list[StepRecord], batch: int,
     :class:`~gradflow.Estimator`) runs with it off: the raw gradient estimate is what is checked.
     """
     backend = estimator.backend
-    previous = getattr(estimator, "precondition", None)
-    if previous is not None:  # check the raw estimate, not a preconditioned step
-        estimator.precondition = False
-    try:
+    with preconditioning(estimator, False):  # check the raw estimate, not a preconditioned step
         estimator.start(batch, seed=seed)
         out: list[tuple[int, np.ndarray]] = []
         for t, record in enumerate(records):
@@ -400,9 +396,6 @@ def _run(estimator: Estimator, records: list[StepRecord], batch: int,
             if direction is not None:
                 out.append((t, np.array(backend.to_numpy(direction), dtype=np.float64)))
         pending = estimator.flush(records[-1].theta)
-    finally:
-        if previous is not None:
-            estimator.precondition = previous
     if pending is not None:
         last = np.array(backend.to_numpy(pending), dtype=np.float64)
         if out and out[-1][0] == len(records) - 1:
