@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, validation_problems
 from gradflow.paths import check_config_path
 from gradflow.schedules import SCHEDULES
 
@@ -125,12 +125,7 @@ class TrainConfig(_Strict):
 
 # -- building a config ---------------------------------------------------------------------------
 def _one_line(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{loc}: {msg.removeprefix('Value error, ')}")
-    return "; ".join(problems)
+    return validation_problems(exc, "(config)", "unknown key")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -8,6 +8,8 @@ a plugin (the CLI says so in one line and exits with 1; ``--debug`` shows the tr
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GradflowError(Exception):
     """Base class of the errors a user can cause (bad name, option, file, backend...)."""
@@ -40,3 +42,18 @@ class NumericalError(GradflowError):
 class GradflowWarning(UserWarning):
     """Something the user should know that does not stop the work (a damaged checkpoint that
     was skipped, a stale lock that was taken over); the CLI prints it as one ``warning:`` line."""
+
+
+def validation_problems(exc: Any, root: str, unknown: str) -> str:
+    """A pydantic ``ValidationError`` as one line: ``loc: message; loc: message``.
+
+    ``root`` names the location of an error on the whole object, ``unknown`` replaces pydantic's
+    message for a key that ``extra="forbid"`` rejects; the "Value error, " prefix of a
+    validator's message is dropped.
+    """
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or root
+        msg = unknown if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append(f"{loc}: {msg.removeprefix('Value error, ')}")
+    return "; ".join(problems)

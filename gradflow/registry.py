@@ -21,7 +21,7 @@ import pluggy
 from pydantic import BaseModel
 
 from gradflow import hookspecs
-from gradflow.errors import PluginError
+from gradflow.errors import PluginError, validation_problems
 
 KINDS = ("estimator", "model", "task")
 _HOOKS = {
@@ -283,14 +283,10 @@ def validate_options(info: PluginInfo, options: dict[str, Any]) -> BaseModel:
     try:
         validated = info.options.model_validate(options)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(options)"
-            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{loc}: {msg}")
+        problems = validation_problems(exc, "(options)", "unknown option")
         known = ", ".join(info.options.model_fields) or "none"
         raise PluginError(
-            f"{info.kind} {info.name!r}: invalid options ({'; '.join(problems)}); "
+            f"{info.kind} {info.name!r}: invalid options ({problems}); "
             f"its options are: {known}"
         ) from None
     for key, value in validated:  # NaN or ±inf is never a setting (an ε of inf is a typo)
