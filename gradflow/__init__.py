@@ -6,7 +6,8 @@ The public API (what built-in and third-party plugins use):
 * parameters: :class:`ParamLayout`;
 * contracts: :class:`Model`, :class:`Estimator`, :class:`Task` with their ``Options`` bases and
   :class:`StepRecord`, :class:`Batch`; capability names (``JVP_STATE``, ...);
-* building blocks: :class:`AffineReadout`, losses (:func:`get_loss`);
+* building blocks: :class:`AffineReadout`, losses (:func:`get_loss`), cache-blocked passes over
+  P numbers (:func:`block_size`, :func:`blocks`);
 * plugins: :data:`hookimpl`, :func:`get_registry`, :func:`register_plugin`;
 * factories: :func:`create_model`, :func:`create_estimator`, :func:`create_task`;
 * exact references: :func:`frozen_gradients`, :func:`bptt_gradients`;
@@ -21,6 +22,7 @@ The public API (what built-in and third-party plugins use):
 from __future__ import annotations
 
 from gradflow.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
+from gradflow.blocking import block_size, blocks
 from gradflow.check import CheckResult, CheckRow, estimator_statistics
 from gradflow.config import TrainConfig, build_config
 from gradflow.errors import (
@@ -93,6 +95,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "__version__",
+    "block_size",
+    "blocks",
     "bptt_gradients",
     "build_config",
     "check_capabilities",

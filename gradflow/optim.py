@@ -11,10 +11,12 @@ schedule), with s the per-coordinate scale (``lr_rec_scale`` on θ_rec, 1 on θ_
 The state (moments and the update count k) is a flat dict of arrays and scalars, stored in
 checkpoints.
 
-Hot path: θ and the moments are updated in place (``θ -= ...``, ``m *= β₁``, ``m += ...``), so
-one update allocates at most two arrays of size P (Adam) or one (SGD) instead of a new θ and new
-moments every step; the arithmetic, and so every bit of the result, is that of the formulas
-above. :meth:`Optimizer.state_dict` therefore returns copies.
+Hot path: θ and the moments are updated in place, block by block (:mod:`gradflow.blocking`):
+for each block of 2¹⁵ numbers the optimizer computes its step (``m *= β₁``, ``m += ...``) and
+``θ -= η s ⊙ step`` while the block is in the cache, so one update allocates only block-sized
+temporaries and reads and writes each array once. The arithmetic on every element, and so every
+bit of the result, is that of the formulas above. :meth:`Optimizer.state_dict` therefore returns
+copies.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from typing import Any
+
+from gradflow.blocking import block_size, blocks
 
 Array = Any
 OPTIMIZERS = ("sgd", "adam")
@@ -45,21 +49,23 @@ class Optimizer(ABC):
         """One step along the direction ``g`` with learning rate ``lr``: θ is updated in place
         and returned (``g`` is left as it is)."""
         self.count += 1
-        step, owned = self._step(g)
-        if self.scale is not None:
-            step, owned = step * self.scale, True
-        if owned:  # a temporary of ours: scale it in place
-            step *= lr
-            theta -= step
-        else:
-            theta -= lr * step
+        self._begin()
+        for i, j in blocks(theta.shape[0], block_size(self.xp)):
+            step = self._step(g[i:j], i, j)
+            if self.scale is not None:
+                step = step * self.scale[i:j]
+            theta[i:j] -= lr * step
         return theta
 
+    def _begin(self) -> None:  # noqa: B027 - an optional hook: most optimizers need none
+        """Called once per update, after ``count`` is incremented, before the blocks."""
+
     @abstractmethod
-    def _step(self, g: Array) -> tuple[Array, bool]:
-        """The update direction (before η and the scale) for the ``self.count``-th update, and
-        whether it is a temporary that :meth:`update` may overwrite (False for ``g`` itself or
-        for the optimizer's state)."""
+    def _step(self, g: Array, i: int, j: int) -> Array:
+        """The update direction (before η and the scale) of the ``self.count``-th update on the
+        block ``[i, j)`` of θ, given that block ``g`` of the direction; the optimizer's state on
+        the block is updated in place. The result may be ``g`` itself or a view of the state:
+        :meth:`update` does not modify it."""
 
     def state_arrays(self) -> dict[str, Array]:
         return {}
@@ -84,12 +90,13 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.velocity = xp.zeros((self.size,), dtype=dtype) if self.momentum else None
 
-    def _step(self, g: Array) -> tuple[Array, bool]:
+    def _step(self, g: Array, i: int, j: int) -> Array:
         if not self.momentum:
-            return g, False
-        self.velocity *= self.momentum
-        self.velocity += g
-        return self.velocity, False
+            return g
+        velocity = self.velocity[i:j]
+        velocity *= self.momentum
+        velocity += g
+        return velocity
 
     def state_arrays(self) -> dict[str, Array]:
         return {"velocity": self.velocity} if self.momentum else {}
@@ -106,24 +113,26 @@ class Adam(Optimizer):
         self.m = xp.zeros((self.size,), dtype=dtype)
         self.v = xp.zeros((self.size,), dtype=dtype)
 
-    def _step(self, g: Array) -> tuple[Array, bool]:
-        b1, b2, k = self.beta1, self.beta2, self.count
-        m, v = self.m, self.v
+    def _begin(self) -> None:
+        k = self.count
+        self._c1 = 1.0 - self.beta1 ** k
+        self._c2 = math.sqrt(1.0 - self.beta2 ** k)
+
+    def _step(self, g: Array, i: int, j: int) -> Array:
+        b1, b2 = self.beta1, self.beta2
+        m, v = self.m[i:j], self.v[i:j]
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         g2 = g * g
         g2 *= 1.0 - b2
         v += g2
-        del g2
-        c1 = 1.0 - b1 ** k
-        c2 = math.sqrt(1.0 - b2 ** k)
         denom = self.xp.sqrt(v)
-        denom /= c2
+        denom /= self._c2
         denom += self.eps
-        step = m / c1
+        step = m / self._c1
         step /= denom
-        return step, True
+        return step
 
     def state_arrays(self) -> dict[str, Array]:
         return {"m": self.m, "v": self.v}

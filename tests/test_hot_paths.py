@@ -3,11 +3,13 @@ aliased, the returned direction may be scaled by the caller, θ is updated in pl
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import numpy as np
 import pytest
+from gradflow_plugins.estimators.kalman_nobacktrack import information_cap
 
 import gradflow
 from gradflow.bench import make_trainer
@@ -141,3 +143,62 @@ def test_conformance_names_a_broken_fast_primitive(broken: str, label: str) -> N
     model = Broken(Broken.Options(n_in=3, n_hidden=5, n_out=2), gradflow.get_backend())
     with pytest.raises(AssertionError, match=re.escape(f"model 'rnn': {label}")):
         check_model(model)
+
+
+def test_blocks_cover_the_range_once() -> None:
+    assert list(gradflow.blocks(0, 4)) == []
+    assert list(gradflow.blocks(3, 4)) == [(0, 3)]
+    assert list(gradflow.blocks(9, 4)) == [(0, 4), (4, 8), (8, 9)]
+    assert gradflow.block_size(gradflow.get_backend("numpy").xp) == gradflow.blocking.CPU_BLOCK
+
+
+#: several blocks and a partial one, so that every block boundary is crossed
+_SIZE = 2 * gradflow.blocking.CPU_BLOCK + 123
+
+
+@pytest.mark.parametrize("name,options", [("sgd", {}), ("sgd", {"momentum": 0.9}),
+                                          ("adam", {}), ("adam", {"lr_rec_scale": 0.5})])
+def test_blocked_optimizer_is_bitwise_the_whole_array_formula(backend64: gradflow.Backend,
+                                                              name: str, options: dict) -> None:
+    be, rng = backend64, np.random.default_rng(7)
+    n_rec = _SIZE // 3
+    opt = create_optimizer(name, be.xp, _SIZE, be.dtype, n_rec, **options)
+    theta = be.asarray(rng.normal(size=_SIZE))
+    ref = be.to_numpy(theta).copy()
+    scale = np.where(np.arange(_SIZE) < n_rec, options.get("lr_rec_scale", 1.0), 1.0)
+    mom, m, v = np.zeros(_SIZE), np.zeros(_SIZE), np.zeros(_SIZE)
+    for k in range(1, 4):
+        g = rng.normal(size=_SIZE)
+        opt.update(theta, be.asarray(g), 0.01)
+        if name == "sgd":  # the same operations in the same order, on whole arrays
+            mom = mom * 0.9 + g if options.get("momentum") else g
+            step = mom
+        else:
+            m = m * 0.9 + (1.0 - 0.9) * g
+            v = v * 0.999 + (g * g) * (1.0 - 0.999)
+            step = (m / (1.0 - 0.9 ** k)) / (np.sqrt(v) / math.sqrt(1.0 - 0.999 ** k) + 1e-8)
+        if "lr_rec_scale" in options:
+            step = step * scale
+        ref = ref - 0.01 * step
+        np.testing.assert_array_equal(be.to_numpy(theta), ref)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_blocked_kalman_filter_is_bitwise_the_whole_array_formula() -> None:
+    model = gradflow.create_model("rnn", n_in=3, n_hidden=190, n_out=2)
+    size = model.layout.size
+    assert size > gradflow.blocking.CPU_BLOCK  # several blocks
+    est = gradflow.create_estimator("kalman-nobacktrack", model)
+    est.start(1, seed=0)
+    rng = np.random.default_rng(3)
+    J = rng.uniform(0.0, 2.0, size=size)
+    est.J_theta[...] = J
+    g = rng.normal(size=size) * 10.0 ** rng.integers(-3, 200, size=size)  # some ĝ² overflow
+    out = np.asarray(est._finish(np.array(g)))
+    gamma = 1.0 / (1 + 100.0)
+    with np.errstate(over="ignore"):
+        J = np.minimum(J * (1.0 - gamma) + (g * g) * gamma, information_cap(np, np.float64))
+    inv = (J + 1e-3) ** -1.0
+    np.testing.assert_array_equal(np.asarray(est.J_theta), J)
+    np.testing.assert_array_equal(np.asarray(est._inv), inv)
+    np.testing.assert_array_equal(out, g * inv)

@@ -35,6 +35,7 @@ Memory per stream: ṽ (n), w̃ (P_rec), J_h (n); plus J_θ (P) shared. Cost per
 plus O(P). J_θ is updated in place, and (J_θ + λ)⁻¹ is computed once per step, after the update,
 in a buffer allocated once: it preconditions this step's direction (ĝ ⊙ (J_θ + λ)⁻¹, in place in
 the direction buffer) and gives the metric of the next step (J_θ does not change in between).
+The three are one pass over ĝ, J_θ and (J_θ + λ)⁻¹, block by block (:mod:`gradflow.blocking`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.rank_one import RankOneOptions
 from pydantic import Field
 
-from gradflow import StepRecord
+from gradflow import StepRecord, block_size, blocks
 
 Array = Any
 #: numbers per temporary block of the metric norms (2 MiB in float64)
@@ -126,11 +127,13 @@ class KalmanNoBackTrack(NoBackTrack):
         inv **= -1
 
     def _information_cap(self) -> Array:
-        """:func:`information_cap` as a constant (P,) array (min with an array is fast)."""
+        """:func:`information_cap` as a constant array of one block (min with an array is
+        fast)."""
+        size = min(block_size(self.xp), self.layout.size)
         cap = getattr(self, "_cap", None)
-        if cap is None or tuple(cap.shape) != tuple(self.J_theta.shape):
-            cap = self._cap = self.xp.full(self.J_theta.shape,
-                                           information_cap(self.xp, self.dtype), dtype=self.dtype)
+        if cap is None or cap.shape[0] != size:
+            cap = self._cap = self.xp.full((size,), information_cap(self.xp, self.dtype),
+                                           dtype=self.dtype)
         return cap
 
     def state_arrays(self) -> dict[str, Array]:
@@ -179,19 +182,24 @@ class KalmanNoBackTrack(NoBackTrack):
         return total[:, None]
 
     def _finish(self, direction: Array) -> Array:
+        """J_θ ← (1 − γ) J_θ + γ ĝ², then (J_θ + λ)⁻¹ and the preconditioned ĝ, in one blocked
+        pass (:mod:`gradflow.blocking`): each block of ĝ, J_θ and (J_θ + λ)⁻¹ is read and
+        written once, while it is in the cache."""
         self.t += 1
         gamma = self.gamma if self.gamma is not None else 1.0 / (self.t + self.t0)
-        # J_θ ← (1 − γ) J_θ + γ ĝ², with the inverse's buffer holding γ ĝ² (free until refreshed)
-        g2 = self._inv
-        g2[...] = direction
-        g2 *= direction
-        g2 *= gamma
-        j_theta = self.J_theta
-        j_theta *= 1.0 - gamma
-        j_theta += g2
-        at_most(self.xp, j_theta, self._information_cap())  # ĝ² may overflow, J_θ may not
-        self._refresh_inverse()
-        if not self.precondition:
-            return direction
-        direction *= self._inv
+        xp, j_theta, inv, cap = self.xp, self.J_theta, self._inv, self._information_cap()
+        for i, j in blocks(j_theta.shape[0], block_size(xp)):
+            g = direction[i:j]
+            g2 = g * g
+            g2 *= gamma
+            jt = j_theta[i:j]
+            jt *= 1.0 - gamma
+            jt += g2
+            at_most(xp, jt, cap[: j - i])  # ĝ² may overflow, J_θ may not
+            iv = inv[i:j]
+            iv[...] = jt
+            iv += self.damping
+            iv **= -1
+            if self.precondition:
+                g *= iv
         return direction

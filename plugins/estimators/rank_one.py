@@ -45,7 +45,15 @@ from typing import Any
 
 from pydantic import Field
 
-from gradflow import JVP_STATE, VJP, Estimator, EstimatorOptions, StepRecord
+from gradflow import (
+    JVP_STATE,
+    VJP,
+    Estimator,
+    EstimatorOptions,
+    StepRecord,
+    block_size,
+    blocks,
+)
 
 Array = Any
 #: numbers per temporary block (2 MiB in float64): see the ``rnn`` model's hot paths
@@ -148,9 +156,9 @@ class RankOneEstimator(Estimator):
         self._coef = coef
         buf = self.direction_buffer()
         n_rec = self.layout.n_rec
-        if w.shape[0] == 1:  # g_rec = coef_0 w̃_0, no temporary
-            buf[:n_rec] = w[0, :]
-            buf[:n_rec] *= coef[0]
+        if w.shape[0] == 1:  # g_rec = coef_0 w̃_0, block by block: one read and one write
+            for c0, c1 in blocks(n_rec, block_size(xp)):
+                buf[c0:c1] = w[0, c0:c1] * coef[0]
         else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
             step = max(1, _BLOCK // w.shape[0])
             for c0 in range(0, n_rec, step):
