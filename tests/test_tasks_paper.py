@@ -8,6 +8,7 @@ loss. Then each task runs a few hundred steps in the trainer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradflow_plugins.tasks.anbn import optimum as anbn_optimum
+from gradflow_plugins.tasks.anbn import unigram as anbn_unigram
 from gradflow_plugins.tasks.distant_brackets import reference_losses as brackets_levels
 
 import gradflow
@@ -71,19 +73,29 @@ def _run_length(codes: np.ndarray, symbol: int) -> np.ndarray:
 
 
 # -- anbn --------------------------------------------------------------------------------------
+ANBN_FORMATS = ("start-end", "newline", "none")
+#: codes of (the start marker, the end marker) per format; -1: none (a = 0, b = 1)
+ANBN_MARKERS = {"start-end": (2, 3), "newline": (-1, 2), "none": (-1, -1)}
+#: one complete block, as a regular expression on the task's characters
+ANBN_BLOCK = {"start-end": r"S(a+)(b+)E", "newline": r"(a+)(b+)\n", "none": r"(a+)(b+)"}
+
+
 def anbn_surprisal(codes: np.ndarray, n_min: int, n_max: int,
-                   newline: bool = True) -> np.ndarray:
+                   delimiters: str = "start-end") -> np.ndarray:
     """−log2 p(c_{t+1} | c_1 … c_t) (bits) of the exact predictor of the definition, for every
-    t of (T + 1, B) codes whose streams start at a block (a = 0, b = 1, newline = 2). A
-    character the definition forbids gets +inf."""
+    t of (T + 1, B) codes whose streams start at a block (a = 0, b = 1; start-end: S = 2,
+    E = 3; newline: ⏎ = 2). A character the definition forbids gets +inf."""
+    start, end = ANBN_MARKERS[delimiters]
     a_run, b_run = _run_length(codes, 0), _run_length(codes, 1)
     now, nxt = codes[:-1], codes[1:]
     a_now, b_now = a_run[:-1], b_run[:-1]
     t = np.arange(now.shape[0])[:, None]
     # n of the block whose b's are being read: the a-run that ends just before them
     block_n = np.take_along_axis(a_run, np.maximum(t - b_now, 0), axis=0)
-    end = 2 if newline else 0  # what follows the last b
-    expected = np.where(now == 1, np.where(b_now < block_n, 1, end), 0)
+    after_b = end if end >= 0 else 0  # after the last b: the end marker, else the next a
+    after_end = start if start >= 0 else 0  # after the end marker: the next block's S or a
+    expected = np.select([now == 1, now == end], [np.where(b_now < block_n, 1, after_b),
+                                                  after_end], 0)  # after S or an a: an a
     bits = np.where(nxt == expected, 0.0, np.inf)
     free = (now == 0) & (a_now >= n_min)  # after the k-th a, k ≥ n_min: a or b
     p_b = 1.0 / np.maximum(n_max - a_now + 1, 1)
@@ -92,71 +104,159 @@ def anbn_surprisal(codes: np.ndarray, n_min: int, n_max: int,
         return np.where(free, -np.log2(chosen), bits)
 
 
+def _anbn_blocks(text: str, delimiters: str, n_max: int) -> list[int]:
+    """The n of every complete block of one stream, checking that the stream is a sequence of
+    blocks of the format (a^n b^n, same n) and that only its last block may be cut."""
+    blocks = list(re.finditer(ANBN_BLOCK[delimiters], text))
+    assert blocks and blocks[0].start() == 0
+    assert all(m.start() == prev.end() for prev, m in itertools.pairwise(blocks))
+    if delimiters == "none" and blocks[-1].end() == len(text):  # it may be cut: drop it
+        blocks = blocks[:-1]
+    rest = text[blocks[-1].end():]
+    assert len(rest) < 2 * n_max + 2
+    assert re.fullmatch({"start-end": r"(S(a*|a+b+))?", "newline": r"a*|a+b+",
+                         "none": r"a+b*"}[delimiters], rest), rest
+    for m in blocks:
+        assert len(m[1]) == len(m[2]), m[0]
+    return [len(m[1]) for m in blocks]
+
+
 def test_anbn_shapes_and_dtypes(backend64: gradflow.Backend) -> None:
     task = gradflow.create_task("anbn", backend=backend64, batch=3)
     xp = backend64.xp
-    assert (task.n_in, task.n_out, task.loss, task.characters) == (3, 3, "ce", "ab\n")
+    assert (task.n_in, task.n_out, task.loss, task.characters) == (4, 4, "ce", "abSE")
+    assert task.options.delimiters == "start-end"
     batch = task.next()
-    assert tuple(batch.inputs.shape) == (3, 3) and batch.inputs.dtype == xp.float64
+    assert tuple(batch.inputs.shape) == (3, 4) and batch.inputs.dtype == xp.float64
     assert tuple(batch.targets.shape) == (3,) and batch.targets.dtype == xp.int64
     assert batch.reset is None
     f32 = gradflow.get_backend(backend64.name, "float32")
     assert gradflow.create_task("anbn", backend=f32).next().inputs.dtype == f32.xp.float32
-    plain = gradflow.create_task("anbn", newline=False)
-    assert (plain.n_in, plain.characters) == (2, "ab")
+    for delimiters, n, chars in (("newline", 3, "ab\n"), ("none", 2, "ab")):
+        other = gradflow.create_task("anbn", delimiters=delimiters)
+        assert (other.n_in, other.n_out, other.characters) == (n, n, chars)
 
 
-def test_anbn_blocks_and_length_distribution() -> None:
+@pytest.mark.parametrize("delimiters", ANBN_FORMATS)
+def test_anbn_block_structure(delimiters: str) -> None:
+    """Every stream starts at a block and is a sequence of blocks of the format."""
+    task = gradflow.create_task("anbn", batch=8, seed=2, delimiters=delimiters)
+    codes = _stream(task, 2000)
+    for text in _text(task, codes):
+        assert text[0] == ("S" if delimiters == "start-end" else "a")
+        ns = _anbn_blocks(text, delimiters, 32)
+        assert len(ns) > 40 and set(ns) <= set(range(1, 33))
+    # other bounds
+    other = gradflow.create_task("anbn", batch=8, seed=2, n_min=3, n_max=5,
+                                 delimiters=delimiters)
+    ns = [n for text in _text(other, _stream(other, 500))
+          for n in _anbn_blocks(text, delimiters, 5)]
+    assert set(ns) == {3, 4, 5}
+
+
+def test_anbn_length_distribution() -> None:
+    """n is uniform on 1..32: chi-square and mean over ~3,700 blocks of the default format."""
     task = gradflow.create_task("anbn", batch=32, seed=1)
-    lines = [line for text in _text(task, _stream(task, 4000)) for line in text.split("\n")[:-1]]
-    assert len(lines) > 3000
-    ns = []
-    for line in lines:
-        match = re.fullmatch(r"(a+)(b+)", line)
-        assert match and len(match[1]) == len(match[2]), line
-        ns.append(len(match[1]))
+    ns = [n for text in _text(task, _stream(task, 4000))
+          for n in _anbn_blocks(text, "start-end", 32)]
+    assert len(ns) > 3500
     counts = Counter(ns)
-    assert set(counts) == set(range(1, 33))  # n uniform on 1..32
+    assert set(counts) == set(range(1, 33))
     assert _chi2_ok([counts[n] for n in range(1, 33)])
     assert abs(np.mean(ns) - 16.5) < 5 * math.sqrt((32**2 - 1) / 12 / len(ns))
-    # other bounds, no newline: blocks a^n b^n back to back
-    other = gradflow.create_task("anbn", batch=8, seed=2, n_min=3, n_max=5, newline=False)
-    text = _text(other, _stream(other, 2000))
-    for stream in text:
-        runs = re.findall(r"a+b*", stream)
-        assert "".join(runs) == stream
-        complete = runs[:-1]  # the last block may be cut
-        assert all(r.count("a") == r.count("b") for r in complete)
-        assert {r.count("a") for r in complete} == {3, 4, 5}
 
 
 def test_anbn_optimum_formula() -> None:
-    assert anbn_optimum(1, 32) / LN2 == pytest.approx(5 / 34, rel=1e-12)
-    assert anbn_optimum(1, 32, newline=False) / LN2 == pytest.approx(5 / 33, rel=1e-12)
+    assert anbn_optimum(1, 32) / LN2 == pytest.approx(1 / 7, rel=1e-12)  # 5 bits / 35 chars
+    assert anbn_optimum(1, 32, "start-end") / LN2 == pytest.approx(0.142857, abs=1e-6)
+    assert anbn_optimum(1, 32, "newline") / LN2 == pytest.approx(5 / 34, rel=1e-12)
+    assert anbn_optimum(1, 32, "none") / LN2 == pytest.approx(5 / 33, rel=1e-12)
+    assert anbn_optimum(2, 9, "none") == pytest.approx(math.log(8) / 11, rel=1e-12)
     assert anbn_optimum(4, 4) == 0.0  # a single block shape: nothing to predict
-    task = gradflow.create_task("anbn")
-    assert task.optimum == anbn_optimum(1, 32)
-    levels = task.reference_losses()
-    assert levels["optimum"] == task.optimum < levels["unigram"]
+    # memoryless: a and b 16.5/35 each, S and E 1/35 each
+    p = np.array([16.5, 16.5, 1, 1]) / 35
+    assert anbn_unigram(1, 32) == pytest.approx(-(p * np.log(p)).sum(), rel=1e-12)
+    assert anbn_unigram(1, 32, "none") == pytest.approx(LN2, rel=1e-12)
+    with pytest.raises(ValueError, match="delimiters must be one of"):
+        anbn_optimum(1, 32, "newlines")
+    for delimiters in ANBN_FORMATS:
+        task = gradflow.create_task("anbn", delimiters=delimiters)
+        assert task.optimum == anbn_optimum(1, 32, delimiters)
+        levels = task.reference_losses()
+        assert levels["optimum"] == task.optimum < levels["unigram"]
 
 
-@pytest.mark.parametrize(("n_min", "n_max", "newline"), [(1, 32, True), (2, 9, False)])
-def test_anbn_entropy_rate_of_the_stream(n_min: int, n_max: int, newline: bool) -> None:
-    """The exact predictor's mean loss on 2.5M characters is within 1% of the optimum (the
-    sampling error is 0.2%)."""
+@pytest.mark.parametrize(("n_min", "n_max", "delimiters"), [
+    (1, 32, "start-end"), (1, 32, "newline"), (1, 32, "none"), (2, 9, "start-end")])
+def test_anbn_entropy_rate_of_the_stream(n_min: int, n_max: int, delimiters: str) -> None:
+    """The exact predictor's mean loss on 2.56M characters (256 streams of 10,000) is within 1%
+    of the optimum (the sampling error is 0.2%); 1/7 bits/char for the default format."""
     task = gradflow.create_task("anbn", batch=256, seed=3, n_min=n_min, n_max=n_max,
-                                newline=newline)
-    bits = anbn_surprisal(_stream(task, 10_000), n_min, n_max, newline)
+                                delimiters=delimiters)
+    codes = _stream(task, 10_000)
+    bits = anbn_surprisal(codes, n_min, n_max, delimiters)
     assert np.isfinite(bits).all()  # every character is allowed by the definition
     rate = bits.mean()
+    assert bits.size == 2_560_000
     assert rate == pytest.approx(task.optimum / LN2, rel=0.01)
+    if (n_min, n_max, delimiters) == (1, 32, "start-end"):
+        assert rate == pytest.approx(0.142857, rel=0.01)
+        # every complete block costs exactly log2 32 = 5 bits: the cost up to each E
+        ends = codes[1:] == 3
+        blocks = np.cumsum(ends, axis=0)[ends]
+        np.testing.assert_allclose(np.cumsum(bits, axis=0)[ends], 5.0 * blocks, rtol=1e-9)
 
 
 def test_anbn_reference_predictor_rejects_a_wrong_stream() -> None:
-    good = np.array([0, 0, 1, 1, 2, 0, 1, 2, 0])[:, None]
+    good = np.array([2, 0, 0, 1, 1, 3, 2, 0, 1, 3, 2, 0])[:, None]
     assert np.isfinite(anbn_surprisal(good, 1, 32)).all()
-    for bad in ([0, 0, 1, 2, 0], [0, 1, 1, 2, 0], [0, 1, 2, 1, 0]):
+    for bad in ([2, 0, 0, 1, 3, 2], [2, 0, 1, 1, 3, 2], [2, 0, 1, 3, 0], [2, 1, 1, 3],
+                [2, 0, 1, 2, 0]):
         assert np.isinf(anbn_surprisal(np.array(bad)[:, None], 1, 32)).any(), bad
+    newline = np.array([0, 0, 1, 1, 2, 0, 1, 2, 0])[:, None]
+    assert np.isfinite(anbn_surprisal(newline, 1, 32, "newline")).all()
+    assert np.isinf(anbn_surprisal(newline, 1, 32, "none")).any()
+    assert np.isfinite(anbn_surprisal(np.array([0, 0, 1, 1, 0, 1, 0])[:, None], 1, 32,
+                                      "none")).all()
+    for bad in ([0, 0, 1, 2, 0], [0, 1, 1, 2, 0], [0, 1, 2, 1, 0]):
+        assert np.isinf(anbn_surprisal(np.array(bad)[:, None], 1, 32, "newline")).any(), bad
+
+
+@pytest.mark.parametrize("delimiters", ANBN_FORMATS)
+def test_anbn_resume_continues_exactly(delimiters: str) -> None:
+    """A state saved at any position of a block (the markers included) resumes the stream."""
+    starts, last = set(), False
+    for stop in (0, 1, 19, 37, 70):
+        a = gradflow.create_task("anbn", batch=32, seed=11, delimiters=delimiters)
+        for _ in range(stop):
+            a.next()
+        state = _roundtrip(a.state_dict())
+        length = 2 * state["n"] + (2, 1, 0)[ANBN_FORMATS.index(delimiters)]
+        starts.update(state["pos"].tolist())
+        last |= bool((state["pos"] == length - 1).any())
+        b = gradflow.create_task("anbn", batch=32, seed=12, delimiters=delimiters)
+        b.load_state_dict(state)
+        np.testing.assert_array_equal(_stream(a, 150), _stream(b, 150))
+        assert b.state_dict()["step"] == stop + 150
+    assert {0, 1} <= starts and last  # stopped before a block's first, second, last character
+    # a state whose position lies beyond the block of another format does not fit
+    end_of_block = {"rng.seed": 1, "rng.counter": 0, "step": 3, "n": np.array([1]),
+                    "pos": np.array([3])}  # S a b E: the E
+    gradflow.create_task("anbn").load_state_dict(end_of_block)
+    with pytest.raises(gradflow.GradflowError, match=r"do not fit.*delimiters='newline'"):
+        gradflow.create_task("anbn", delimiters="newline").load_state_dict(end_of_block)
+
+
+def test_anbn_bad_options() -> None:
+    with pytest.raises(gradflow.PluginError,
+                       match=r"task 'anbn'.*delimiters: Input should be 'start-end', "
+                             r"'newline' or 'none'"):
+        gradflow.create_task("anbn", delimiters="newlines")
+    with pytest.raises(gradflow.PluginError,
+                       match=r"task 'anbn'.*'newline' was replaced by 'delimiters'"):
+        gradflow.create_task("anbn", newline=False)
+    with pytest.raises(gradflow.PluginError, match=r"task 'anbn'.*n_min \(5\) must not exceed"):
+        gradflow.create_task("anbn", n_min=5, n_max=4)
 
 
 # -- distant brackets --------------------------------------------------------------------------
@@ -521,7 +621,7 @@ def _config(*sets: str, steps: int = 300) -> gradflow.TrainConfig:
 
 
 @pytest.mark.parametrize(("task", "n_in", "n_out"), [
-    ("copy", 4, 3), ("anbn", 3, 3), ("distant-brackets", 13, 13)])
+    ("copy", 4, 3), ("anbn", 4, 4), ("distant-brackets", 13, 13)])
 def test_tasks_train(tmp_path: Path, task: str, n_in: int, n_out: int) -> None:
     config = _config(f"task.name={task}", "model.name=gru", "model.n_hidden=8",
                      "estimator.name=tbptt", "estimator.truncation=5")
