@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gradflow.bench import CONTROL
+
 
 def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
@@ -77,11 +79,14 @@ def fit_table(data: dict[str, Any]) -> list[str]:
     lines = ["| estimator | sizes n | log–log slope | k of t = t₀ + c·P^k | t₀ (µs) "
              "| slope of × forward |", "|---|---|---:|---:|---:|---:|"]
     for name, fit in data["fits"].items():
-        ns = sorted({r["n"] for r in data["rows"] if r["estimator"] == name
-                     and (data.get("fit_min_n") is None or r["n"] >= data["fit_min_n"])})
+        control = name == CONTROL
+        rows = data.get("control", []) if control else [
+            r for r in data["rows"] if r["estimator"] == name]
+        ns = sorted({r["n"] for r in rows
+                     if data.get("fit_min_n") is None or r["n"] >= data["fit_min_n"]})
         k = "–" if fit["exponent"] is None else f"{fit['exponent']:.2f}"
         t0 = "–" if fit["overhead"] is None else f"{fit['overhead']:.0f}"
-        rs = None if name == "readout-only" else ratio_slope(data, name, ns)
+        rs = None if name == "readout-only" or control else ratio_slope(data, name, ns)
         rs_text = "–" if rs is None else f"{rs:+.2f}"
         lines.append(f"| {name} | {ns[0]}…{ns[-1]} | {fit['slope']:.2f} | {k} | {t0} "
                      f"| {rs_text} |")

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from gradflow.bench import (
+    CONTROL,
     DEFAULT_ESTIMATORS,
     DEFAULT_SIZES,
     DEFAULT_TRUNCATION,
@@ -83,11 +84,14 @@ def print_tables(result: BenchResult) -> None:
         for col in ("estimator", "sizes n", "log-log slope", "k: t = t₀ + c·P^k", "t₀ µs"):
             fits.add_column(col, justify="left" if col == "estimator" else "right")
         for name, fit in result.fits.items():
-            ns = [r.n for r in result.rows if r.estimator == name
-                  and (result.fit_min_n is None or r.n >= result.fit_min_n)]
+            rows = result.control if name == CONTROL else [
+                {"n": r.n} for r in result.rows if r.estimator == name]
+            ns = [r["n"] for r in rows if result.fit_min_n is None or r["n"] >= result.fit_min_n]
             fits.add_row(name, f"{min(ns)}…{max(ns)}", _num(fit.slope, ".3f"),
                          _num(fit.exponent, ".3f"), _num(fit.overhead, ",.1f"))
         console.print(fits)
+        console.print(f"{CONTROL}: the optimizer's update of P numbers alone, O(P) by "
+                      "construction: its exponent is the machine's memory hierarchy")
     for row in result.rows:
         if not row.finite:
             console.print(f"warning: θ was not finite after timing {row.estimator} n={row.n}: "

@@ -33,6 +33,14 @@ NumPy's buffers), i.e. the temporaries of a step.
 
 **Scaling.** :func:`gradflow.scaling.fit_scaling` of the median times against P, per estimator:
 the plain log–log slope and the exponent k of t = t₀ + c·P^k.
+
+**The memory control.** At every size the same timing is applied to one pass that is O(P) by
+construction and does nothing else: the optimizer's update θ ← θ − η g of P numbers (SGD, the
+update every step above ends with; :data:`CONTROL`). Its fitted exponent is the machine's, not an
+algorithm's: where the arrays of the larger sizes no longer fit in the caches, every pass over
+them costs more per number, and an exponent fitted across that boundary exceeds 1 for any O(P)
+step. An estimator whose exponent is close to the control's scales like a fixed number of passes
+over θ.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ DEFAULT_TRUNCATION = 16
 #: small enough that no benchmarked run diverges over its few thousand steps (a diverged θ would
 #: time arithmetic on inf and NaN); the cost of a step does not depend on it
 LEARNING_RATE = 1e-5
+#: the name of the memory-bound control in rows and fits (see the module docstring)
+CONTROL = "control: θ -= ηg"
 #: estimators that cannot run on an endless stream, with the reason
 NOT_ONLINE = {
     "bptt": "bptt backpropagates whole sequences and updates only when every stream ends one; "
@@ -120,6 +130,7 @@ class BenchResult:
     fits: dict[str, ScalingFit] = field(default_factory=dict)
     fit_min_n: int | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    control: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     method: str = ""
 
@@ -143,7 +154,8 @@ class BenchResult:
             "fit_min_n": self.fit_min_n,
             "rows": [asdict(r) for r in self.rows],
             "fits": {k: v.to_dict() for k, v in self.fits.items()},
-            "skipped": self.skipped, "machine": self.machine, "method": self.method,
+            "skipped": self.skipped, "control": self.control,
+            "machine": self.machine, "method": self.method,
         }
 
 
@@ -291,6 +303,33 @@ def measure(estimator: str, n: int, batch: int = 1, backend: str = "numpy",
         peak_step_bytes=peak_step_bytes(trainer), finite=finite)
 
 
+def measure_control(n: int, backend: str = "numpy", dtype: str = "float64", repeat: int = 7,
+                    min_time: float = 0.05) -> list[float]:
+    """Block times (µs per pass) of the memory control at the size P of ``rnn`` with n units:
+    the SGD update θ ← θ − η g of P numbers, alone (see the module docstring)."""
+    from gradflow.optim import create_optimizer
+
+    be = get_backend(backend, dtype)
+    size = make_trainer(FORWARD_ONLY, n, 1, backend, dtype).parts.model.layout.size
+    theta = be.xp.zeros((size,), dtype=be.dtype)
+    g = be.xp.ones((size,), dtype=be.dtype)
+    opt = create_optimizer("sgd", be.xp, size, be.dtype)
+
+    def passes(count: int) -> float:
+        be.synchronize()
+        start = time.perf_counter()
+        for _ in range(count):
+            opt.update(theta, g, LEARNING_RATE)
+        be.synchronize()
+        return (time.perf_counter() - start) / count
+
+    count = 1
+    while passes(count) * count < min(min_time, 0.02):
+        count *= 2
+    count = max(1, math.ceil(min_time / max(passes(count), 1e-9)))
+    return [passes(count) * 1e6 for _ in range(repeat)]
+
+
 # -- the whole benchmark -----------------------------------------------------------------------
 def validate_request(estimators: Sequence[str], sizes: Sequence[int], batch: int = 1,
                      repeat: int = 7, min_time: float = 0.05,
@@ -398,14 +437,20 @@ def run_bench(estimators: Sequence[str] = DEFAULT_ESTIMATORS,
                 continue
             plan.append((name, n))
     measured: dict[tuple[str, int], list[BenchRow]] = {key: [] for key in plan}
-    total = rounds * len(plan)
+    control: dict[int, list[float]] = {n: [] for n in sizes}
+    total = rounds * (len(plan) + len(sizes))
     with blas_threads(threads):
         for r in range(rounds):
             for i, (name, n) in enumerate(plan):
                 if progress is not None:
-                    progress(r * len(plan) + i, total, f"{name} n={n}")
+                    progress(r * (len(plan) + len(sizes)) + i, total, f"{name} n={n}")
                 measured[name, n].append(measure(name, n, batch, backend, dtype, repeat,
                                                  min_time, truncation))
+            for i, n in enumerate(sizes):
+                if progress is not None:
+                    progress(r * (len(plan) + len(sizes)) + len(plan) + i, total,
+                             f"control n={n}")
+                control[n].extend(measure_control(n, backend, dtype, repeat, min_time))
     if progress is not None:
         progress(total, total, "done")
     result.rows = [merge_rounds(measured[key]) for key in plan]
@@ -415,6 +460,13 @@ def run_bench(estimators: Sequence[str] = DEFAULT_ESTIMATORS,
     if FORWARD_ONLY not in estimators:
         result.rows = [r for r in result.rows if r.estimator != FORWARD_ONLY]
     result.fits = fit_rows(result.rows, fit_min_n)
+    for n in sizes:
+        size = make_trainer(FORWARD_ONLY, n, 1, backend, dtype).parts.model.layout.size
+        result.control.append({"n": n, "P": size, "us": statistics.median(control[n]),
+                               "block_us": control[n]})
+    used = [c for c in result.control if fit_min_n is None or c["n"] >= fit_min_n]
+    if len({c["P"] for c in used}) >= 2:
+        result.fits[CONTROL] = fit_scaling([c["P"] for c in used], [c["us"] for c in used])
     return result
 
 

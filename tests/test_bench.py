@@ -15,6 +15,7 @@ import pytest
 
 import gradflow
 from gradflow.bench import (
+    CONTROL,
     bench_config,
     make_trainer,
     merge_rounds,
@@ -124,7 +125,13 @@ def test_bench_json_has_every_field(monkeypatch, capsys) -> None:
     # the rank-one state is ṽ (n) and w̃ (P_rec): exactly (n + P_rec) / P floats per parameter
     for n in (4, 6, 8):
         assert rows["uoro", n]["state_bytes"] == 8 * (n + n * n + 3 * n)
-    assert set(data["fits"]) == {"uoro", "tbptt", "rtrl"}
+    assert set(data["fits"]) == {"uoro", "tbptt", "rtrl", CONTROL}
+    # the memory control: one SGD update of P numbers per size, timed like a step
+    assert [(c["n"], c["P"]) for c in data["control"]] == [(n, n * n + 5 * n + 2)
+                                                           for n in (4, 6, 8)]
+    for c in data["control"]:
+        assert len(c["block_us"]) == 4 and c["us"] == pytest.approx(np.median(c["block_us"]))
+    assert data["fits"][CONTROL]["points"] == 3
     for name in ("uoro", "tbptt"):
         fit = data["fits"][name]
         assert fit["points"] == 3 and {"slope", "exponent", "overhead"} <= set(fit)
