@@ -48,9 +48,9 @@ class _Dense:
 
     def __init__(self, model: gradflow.Model, name: str, seed: int, batch: int,
                  eps: float = 1e-7, t0: float = 100.0, lam: float = 1e-3, beta: float = 1e-3,
-                 jh0: float = 1e-2) -> None:
+                 jh0: float = 1e-2, kappa: float = 1.0) -> None:
         self.model, self.name, self.eps = model, name, eps
-        self.t0, self.lam, self.beta = t0, lam, beta
+        self.t0, self.lam, self.beta, self.kappa = t0, lam, beta, kappa
         self.rng = gradflow.CounterRNG(npx, seed)
         n, p = model.n_state, model.layout.n_rec
         self.v, self.w = np.zeros((batch, n)), np.zeros((batch, p))
@@ -69,7 +69,10 @@ class _Dense:
         else:
             inv = np.ones(m.layout.n_rec)
         hw = np.sqrt(np.sum(self.w ** 2 * inv, axis=1))
-        unit = self.Jh if self.name == "kalman-nobacktrack" else np.ones((B, n))
+        if self.name == "kalman-nobacktrack":  # M_h = J_h + κ mean_k J_h, per stream
+            unit = self.Jh + self.kappa * np.mean(self.Jh, axis=1, keepdims=True)
+        else:
+            unit = np.ones((B, n))
         hv = np.sqrt(np.sum(unit * vp ** 2, axis=1))
         rho0 = np.sqrt((hw + eps) / (hv + eps))[:, None]
         signs = np.asarray(self.rng.signs((B, n), np.float64))

@@ -51,8 +51,11 @@ def lines(seeds: tuple[int, ...]) -> list[Line]:
            for k in (1, 10, 20, 50, 100)]
     out.append(Line("rtrl", {"name": "rtrl"}, 1e-4))
     out += [Line(name, {"name": name}, 1e-5, seeds) for name in ("uoro", "nobacktrack")]
-    # the filter's preconditioned step (J_θ + λ)⁻¹ĝ has its own scale: its default rate
-    out.append(Line("kalman-nobacktrack", {"name": "kalman-nobacktrack"}, 1e-4, seeds))
+    # the filter's step is lr (J_θ + λ)⁻¹ĝ with J_θ the running mean of ĝ² (≈ 1e5 at θ₀ here):
+    # λ = 1e5 is a prior that keeps the first steps (J_θ ≈ 0) at NoBackTrack's stable rate
+    # lr/λ = 1e-5 and the whole run within [lr/2λ, lr/λ] (λ = 1e-3 flings θ in the first steps)
+    out.append(Line("kalman-nobacktrack", {"name": "kalman-nobacktrack", "damping": 1e5}, 1.0,
+                    seeds))
     return out
 
 

@@ -12,15 +12,22 @@ Two diagonal "information" estimates are kept:
       J_h ← (1 − β) J_h + β (B δ_t)²,
   the mean square sensitivity of the loss to each state coordinate (δ_t carries the 1/B of the
   mean loss; B δ_t is the stream's own loss gradient, so the metric of a stream does not depend on
-  how many streams run).
+  how many streams run). The norms use it with a relative floor,
+      M_h = J_h + κ · mean_k J_h      (κ = ``state_floor``, per stream),
+  because δ_t only sees the coordinates the readout reads: on the others (the cell state of an
+  LSTM, every coordinate but s¹ of the ``influence`` model) J_h decays like jh_init (1 − β)^t,
+  although an error of ṽ there reaches the loss later through J_t. With M_h → 0 there, ρ_k → ∞
+  on those coordinates, the cross terms of the fresh pair grow like M_h^(−1/2) ∝ e^(βt/2), and so
+  do ĝ and J_θ: the step (J_θ + λ)⁻¹ĝ vanishes. Only the shape of M_h matters (scaling the state
+  metric by c scales every ρ by c^(−1/4), which leaves ṽ w̃ᵀ unchanged), so the floor is relative.
 
 The rank-one reduction of NoBackTrack is done with norms in these metrics,
 
-    |w|² = Σ_j w_j² / (J_θ,j + λ)   (θ_rec part),     |v|² = Σ_k J_h,k v_k²,
+    |w|² = Σ_j w_j² / (J_θ,j + λ)   (θ_rec part),     |v|² = Σ_k M_h,k v_k²,
     ρ̄   = sqrt((|w̃| + ε) / (|J_t ṽ| + ε)),   ρ_k = sqrt((|F_t[k, :]| + ε) / (|e_k| + ε)),
 
 with |F_t[k, :]|² = Σ_j F_t[k, j]² / (J_θ,j + λ) (the model's ``param_row_sqnorms`` with the inverse
-metric) and |e_k|² = J_h,k. The metrics weight the error of ṽ w̃ᵀ the way it matters for the update
+metric) and |e_k|² = M_h,k. The metrics weight the error of ṽ w̃ᵀ the way it matters for the update
 (a state error counts through δ, a parameter error through the step (J_θ + λ)⁻¹), so the balancing
 minimises the variance of the preconditioned update instead of a Euclidean one. Any positive
 weights keep the estimate unbiased: the ρ's of step t use J_h (updated with δ_t, which does not
@@ -31,11 +38,12 @@ Each step, in order: J_h ← ..., the NoBackTrack update in these norms, ĝ_t = 
 Kalman step). With :attr:`precondition` off (as in :func:`gradflow.frozen_gradients` and
 ``gradflow check``), ĝ_t itself is returned; the filter is updated the same way.
 
-Memory per stream: ṽ (n), w̃ (P_rec), J_h (n); plus J_θ (P) shared. Cost per step: NoBackTrack's
-plus O(P). J_θ is updated in place, and (J_θ + λ)⁻¹ is computed once per step, after the update,
-in a buffer allocated once: it preconditions this step's direction (ĝ ⊙ (J_θ + λ)⁻¹, in place in
-the direction buffer) and gives the metric of the next step (J_θ does not change in between).
-The three are one pass over ĝ, J_θ and (J_θ + λ)⁻¹, block by block (:mod:`gradflow.blocking`).
+Memory per stream: ṽ (n), w̃ (P_rec), J_h and M_h (n); plus J_θ (P) shared. Cost per step:
+NoBackTrack's plus O(P). J_θ is updated in place, and (J_θ + λ)⁻¹ is computed once per step, after
+the update, in a buffer allocated once: it preconditions this step's direction (ĝ ⊙ (J_θ + λ)⁻¹, in
+place in the direction buffer) and gives the metric of the next step (J_θ does not change in
+between). The three are one pass over ĝ, J_θ and (J_θ + λ)⁻¹, block by block
+(:mod:`gradflow.blocking`).
 """
 
 from __future__ import annotations
@@ -87,6 +95,12 @@ class KalmanNoBackTrackOptions(RankOneOptions):
         1e-3, gt=0.0, le=1.0, description="β: rate of the moving average J_h of δ²",
     )
     jh_init: float = Field(1e-2, gt=0.0, description="initial value of every entry of J_h")
+    state_floor: float = Field(
+        1.0, ge=0.0,
+        description="κ: the state metric of the norms is J_h + κ·mean_k J_h (per stream), so that "
+        "coordinates the loss does not read directly keep a weight (0: J_h itself, which decays "
+        "to 0 there and makes the estimate's variance grow like e^(βt/2))",
+    )
 
 
 class KalmanNoBackTrack(NoBackTrack):
@@ -105,12 +119,14 @@ class KalmanNoBackTrack(NoBackTrack):
         self.damping = float(options.damping)
         self.beta = float(options.beta)
         self.jh_init = float(options.jh_init)
+        self.state_floor = float(options.state_floor)
 
     # -- state -------------------------------------------------------------------------------
     def _allocate(self, batch: int) -> None:
         super()._allocate(batch)
         xp = self.xp
         self.J_h = xp.full((batch, self.model.n_state), self.jh_init, dtype=self.dtype)
+        self._refresh_state_metric()
         self.J_theta = xp.zeros((self.layout.size,), dtype=self.dtype)
         self.t = 0
         self._inv = xp.zeros((self.layout.size,), dtype=self.dtype)  # workspace, see below
@@ -148,6 +164,7 @@ class KalmanNoBackTrack(NoBackTrack):
         super().load_state_dict(state)
         self.t = int(state["t"])
         self._refresh_inverse()
+        self._refresh_state_metric()
 
     def stream_estimates(self) -> Array | None:
         """``None``: the streams share J_θ, which the summed estimate updates, so they are not
@@ -158,15 +175,24 @@ class KalmanNoBackTrack(NoBackTrack):
     def _prepare(self, record: StepRecord) -> None:
         scaled = record.delta * float(self.batch)
         self.J_h = (1.0 - self.beta) * self.J_h + self.beta * (scaled * scaled)
+        self._refresh_state_metric()
+
+    def _refresh_state_metric(self) -> None:
+        """M_h = J_h + κ · mean_k J_h per stream, (B, n): the state metric of the norms."""
+        if self.state_floor == 0.0:
+            self._metric_h = self.J_h
+        else:
+            floor = self.state_floor * self.xp.mean(self.J_h, axis=1, keepdims=True)
+            self._metric_h = self.J_h + floor
 
     def _inv_param_metric(self) -> Array | None:
         return self._inv[: self.layout.n_rec]
 
     def _unit_sqnorms(self) -> Array:
-        return self.J_h
+        return self._metric_h
 
     def _state_sqnorm(self, v: Array) -> Array:
-        return self.xp.sum(self.J_h * (v * v), axis=1, keepdims=True)
+        return self.xp.sum(self._metric_h * (v * v), axis=1, keepdims=True)
 
     def _param_sqnorm(self, w: Array) -> Array:
         """Σ_j w_bj² / (J_θ,j + λ) per stream, (B, 1): dot products of w_b with w_b ⊙ inv, in
