@@ -80,11 +80,33 @@ class CounterRNG:
         x = _mix(xp, x)
         return xp.reshape(x, shape)
 
+    def bits_at(self, shape: tuple[int, ...], first: int, count: int, stride: int = 1) -> Any:
+        """The draws ``bits(shape)`` would return at the counters first, first + stride, ...,
+        first + (count − 1)·stride, stacked: shape (count, *shape). The counter is not changed:
+        a caller that draws ahead this way (a task generating many steps at once) keeps its own
+        position and sets ``counter`` to where the one-draw-per-call sequence would be."""
+        xp = self.xp
+        size = math.prod(shape)
+        # (c · K1 + K3) mod 2⁶⁴ for each counter c: the same integers as in bits(), computed in
+        # wrapping uint64 arithmetic
+        counters = xp.arange(count, dtype=xp.uint64) * (int(stride) & _MASK) + (int(first) & _MASK)
+        base = counters * _K1 + _K3
+        idx = xp.arange(size, dtype=xp.uint64)
+        x = idx[None, :] * _K2 + base[:, None]
+        x = _mix(xp, x) ^ self.seed
+        x = _mix(xp, x)
+        return xp.reshape(x, (count, *shape))
+
+    @staticmethod
+    def to_uniform(xp: Any, bits: Any) -> Any:
+        """float64 uniform on [0, 1) from uint64 draws, with their top 53 bits."""
+        return xp.astype(bits >> 11, xp.float64) * (1.0 / (1 << 53))
+
     def uniform(self, shape: tuple[int, ...], dtype: Any, low: float = 0.0,
                 high: float = 1.0) -> Any:
         """Uniform draws on [low, high) with 53 random bits each."""
         xp = self.xp
-        u = xp.astype(self.bits(shape) >> 11, xp.float64) * (1.0 / (1 << 53))
+        u = self.to_uniform(xp, self.bits(shape))
         return xp.astype(low + (high - low) * u, dtype)
 
     def normal(self, shape: tuple[int, ...], dtype: Any) -> Any:
