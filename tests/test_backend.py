@@ -100,3 +100,17 @@ def test_rng_distributions() -> None:
                               np.asarray(rng.signs((64,), xp.float64)))
     assert not np.array_equal(np.asarray(CounterRNG(xp, 1).bits((8,))),
                               np.asarray(CounterRNG(xp, 2).bits((8,))))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_bits_at_equals_successive_draws(backend_name: str, stride: int) -> None:
+    """bits_at(shape, c, k, stride) is the draws bits(shape) makes at counters c, c + stride, ...
+    (including across the 2⁶⁴ wrap of the counter), and leaves the counter alone."""
+    xp = get_backend(backend_name).xp
+    for start in (0, 17, 2**64 - 2):
+        rng = CounterRNG(xp, 99, counter=start)
+        ahead = np.asarray(rng.bits_at((2, 3), start, 5, stride=stride))
+        assert rng.counter == start and ahead.shape == (5, 2, 3)
+        for k in range(5):
+            rng.counter = start + k * stride
+            np.testing.assert_array_equal(ahead[k], np.asarray(rng.bits((2, 3))))

@@ -200,3 +200,48 @@ def test_text_utf8_bom_is_dropped(tmp_path) -> None:
     path = tmp_path / "bom.txt"
     path.write_bytes("\ufeffhello".encode())
     assert gradflow.create_task("text", path=str(path)).characters == "ehlo"
+
+
+def _add_one_draw_per_step(batch: int, seed: int, steps: int, sampled: bool,
+                           lag1: int = 5, lag2: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """The add stream written as its definition: draw 0 gives the history, step t uses draw t
+    (draws t and t + 1... interleaved with the labels' uniforms when sampled); the history is a
+    shift register whose newest slot starts at 0."""
+    import array_api_compat.numpy as hxp
+
+    rng = gradflow.CounterRNG(hxp, seed)
+    window = max(lag1, lag2) + 1
+    history = np.zeros((batch, window), dtype=np.int64)
+    history[:, 1:] = np.asarray(rng.bits((batch, window - 1))) >> np.uint64(63)
+    xs, ys = [], []
+    for _ in range(steps):
+        x = (np.asarray(rng.bits((batch, 1)))[:, 0] >> np.uint64(63)).astype(np.int64)
+        history[:, 1:] = history[:, :-1].copy()
+        history[:, 0] = x
+        y = 0.5 + 0.5 * history[:, lag1] - 0.25 * history[:, lag2]
+        xs.append(x.astype(np.float64))  # the one-hot input's second column
+        if sampled:
+            u = np.asarray(rng.uniform((batch,), np.float64))
+            ys.append((u < y).astype(np.int64))
+        else:
+            ys.append(np.stack([1.0 - y, y], axis=1))
+    return np.array(xs), np.array(ys)
+
+
+@pytest.mark.parametrize("batch", [1, 600])  # 600 streams: chunks of 109 steps, not 256
+@pytest.mark.parametrize("targets", ["soft", "sampled"])
+def test_add_chunks_are_the_one_draw_per_step_stream(batch: int, targets: str) -> None:
+    steps = 600 if batch == 1 else 250  # several chunks and a partial one
+    want_x, want_y = _add_one_draw_per_step(batch, 11, steps, targets == "sampled")
+    task = gradflow.create_task("add", batch=batch, seed=11, targets=targets)
+    got_x, got_y = _collect(task, steps)
+    np.testing.assert_array_equal(got_x, want_x)
+    np.testing.assert_array_equal(got_y, want_y)
+    # a state taken in the middle of a chunk resumes the same stream
+    task = gradflow.create_task("add", batch=batch, seed=11, targets=targets)
+    _collect(task, 130)
+    resumed = gradflow.create_task("add", batch=batch, seed=0, targets=targets)
+    resumed.load_state_dict(task.state_dict())
+    rest_x, rest_y = _collect(resumed, steps - 130)
+    np.testing.assert_array_equal(rest_x, want_x[130:])
+    np.testing.assert_array_equal(rest_y, want_y[130:])
