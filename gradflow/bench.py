@@ -303,14 +303,13 @@ def measure(estimator: str, n: int, batch: int = 1, backend: str = "numpy",
         peak_step_bytes=peak_step_bytes(trainer), finite=finite)
 
 
-def measure_control(n: int, backend: str = "numpy", dtype: str = "float64", repeat: int = 7,
+def measure_control(size: int, backend: str = "numpy", dtype: str = "float64", repeat: int = 7,
                     min_time: float = 0.05) -> list[float]:
-    """Block times (µs per pass) of the memory control at the size P of ``rnn`` with n units:
-    the SGD update θ ← θ − η g of P numbers, alone (see the module docstring)."""
+    """Block times (µs per pass) of the memory control for ``size`` = P numbers: the SGD update
+    θ ← θ − η g, alone (see the module docstring)."""
     from gradflow.optim import create_optimizer
 
     be = get_backend(backend, dtype)
-    size = make_trainer(FORWARD_ONLY, n, 1, backend, dtype).parts.model.layout.size
     theta = be.xp.zeros((size,), dtype=be.dtype)
     g = be.xp.ones((size,), dtype=be.dtype)
     opt = create_optimizer("sgd", be.xp, size, be.dtype)
@@ -438,19 +437,21 @@ def run_bench(estimators: Sequence[str] = DEFAULT_ESTIMATORS,
             plan.append((name, n))
     measured: dict[tuple[str, int], list[BenchRow]] = {key: [] for key in plan}
     control: dict[int, list[float]] = {n: [] for n in sizes}
-    total = rounds * (len(plan) + len(sizes))
+    per_round = len(plan) + len(sizes)
+    total = rounds * per_round
     with blas_threads(threads):
         for r in range(rounds):
             for i, (name, n) in enumerate(plan):
                 if progress is not None:
-                    progress(r * (len(plan) + len(sizes)) + i, total, f"{name} n={n}")
+                    progress(r * per_round + i, total, f"{name} n={n}")
                 measured[name, n].append(measure(name, n, batch, backend, dtype, repeat,
                                                  min_time, truncation))
             for i, n in enumerate(sizes):
                 if progress is not None:
-                    progress(r * (len(plan) + len(sizes)) + len(plan) + i, total,
-                             f"control n={n}")
-                control[n].extend(measure_control(n, backend, dtype, repeat, min_time))
+                    progress(r * per_round + len(plan) + i, total, f"control n={n}")
+                # the forward-only step runs at every size: its row knows P
+                size = measured[FORWARD_ONLY, n][0].P
+                control[n].extend(measure_control(size, backend, dtype, repeat, min_time))
     if progress is not None:
         progress(total, total, "done")
     result.rows = [merge_rounds(measured[key]) for key in plan]
@@ -461,9 +462,8 @@ def run_bench(estimators: Sequence[str] = DEFAULT_ESTIMATORS,
         result.rows = [r for r in result.rows if r.estimator != FORWARD_ONLY]
     result.fits = fit_rows(result.rows, fit_min_n)
     for n in sizes:
-        size = make_trainer(FORWARD_ONLY, n, 1, backend, dtype).parts.model.layout.size
-        result.control.append({"n": n, "P": size, "us": statistics.median(control[n]),
-                               "block_us": control[n]})
+        result.control.append({"n": n, "P": measured[FORWARD_ONLY, n][0].P,
+                               "us": statistics.median(control[n]), "block_us": control[n]})
     used = [c for c in result.control if fit_min_n is None or c["n"] >= fit_min_n]
     if len({c["P"] for c in used}) >= 2:
         result.fits[CONTROL] = fit_scaling([c["P"] for c in used], [c["us"] for c in used])

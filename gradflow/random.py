@@ -75,10 +75,7 @@ class CounterRNG:
         base = (self.counter * _K1 + _K3) & _MASK
         self.counter += 1
         idx = xp.arange(size, dtype=xp.uint64)
-        x = idx * _K2 + base
-        x = _mix(xp, x) ^ self.seed
-        x = _mix(xp, x)
-        return xp.reshape(x, shape)
+        return xp.reshape(self._hash(idx * _K2 + base), shape)
 
     def bits_at(self, shape: tuple[int, ...], first: int, count: int, stride: int = 1) -> Any:
         """The draws ``bits(shape)`` would return at the counters first, first + stride, ...,
@@ -92,10 +89,11 @@ class CounterRNG:
         counters = xp.arange(count, dtype=xp.uint64) * (int(stride) & _MASK) + (int(first) & _MASK)
         base = counters * _K1 + _K3
         idx = xp.arange(size, dtype=xp.uint64)
-        x = idx[None, :] * _K2 + base[:, None]
-        x = _mix(xp, x) ^ self.seed
-        x = _mix(xp, x)
-        return xp.reshape(x, (count, *shape))
+        return xp.reshape(self._hash(idx[None, :] * _K2 + base[:, None]), (count, *shape))
+
+    def _hash(self, x: Any) -> Any:
+        """mix64(s ⊕ mix64(x)) elementwise, for x = c · K1 + i · K2 + K3 (mod 2⁶⁴)."""
+        return _mix(self.xp, _mix(self.xp, x) ^ self.seed)
 
     @staticmethod
     def to_uniform(xp: Any, bits: Any) -> Any:

@@ -201,8 +201,7 @@ class KalmanNoBackTrack(NoBackTrack):
         batch, size = w.shape
         step = max(1, _BLOCK // batch)
         total = None
-        for c0 in range(0, size, step):
-            c1 = min(size, c0 + step)
+        for c0, c1 in blocks(size, step):
             part = xp.vecdot(w[:, c0:c1] * inv[c0:c1], w[:, c0:c1])
             total = part if total is None else total + part
         return total[:, None]

@@ -161,8 +161,7 @@ class RankOneEstimator(Estimator):
                 buf[c0:c1] = w[0, c0:c1] * coef[0]
         else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
             step = max(1, _BLOCK // w.shape[0])
-            for c0 in range(0, n_rec, step):
-                c1 = min(n_rec, c0 + step)
+            for c0, c1 in blocks(n_rec, step):
                 buf[c0:c1] = coef @ w[:, c0:c1]
         buf[n_rec:] = record.grad_out
         return self._finish(buf)

@@ -38,6 +38,7 @@ from gradflow import (
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
+    blocks,
 )
 
 Array = Any
@@ -194,15 +195,13 @@ def _add_outer_rows(xp: Any, acc: Array, start: int, e: Array, z: Array, width: 
         return
     if size <= _BLOCK:
         per = _BLOCK // size
-        for b0 in range(0, B, per):
-            b1 = min(B, b0 + per)
+        for b0, b1 in blocks(B, per):
             outer = e[b0:b1, :, None] * z[b0:b1, None, :]
             acc[b0:b1, start:start + size] += xp.reshape(outer, (b1 - b0, size))
         return
     rows = max(1, _BLOCK // width)
     for b in range(B):
-        for r0 in range(0, n, rows):
-            r1 = min(n, r0 + rows)
+        for r0, r1 in blocks(n, rows):
             outer = e[b, r0:r1, None] * z[b, None, :]
             acc[b, start + r0 * width:start + r1 * width] += xp.reshape(outer, (-1,))
 
@@ -214,7 +213,6 @@ def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: i
     if n * width == 0:
         return
     rows = max(1, _BLOCK // width)
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
+    for r0, r1 in blocks(n, rows):
         band = e[0, r0:r1, None] * z[0, None, :] if B == 1 else e[:, r0:r1].T @ z
         acc[start + r0 * width:start + r1 * width] += xp.reshape(band, (-1,))

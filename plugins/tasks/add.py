@@ -90,6 +90,7 @@ class AddTask(Task):
         self.lag1, self.lag2 = options.lag1, options.lag2
         self.window = max(self.lag1, self.lag2) + 1
         self.sampled = options.targets == "sampled"
+        self.draws_per_step = 2 if self.sampled else 1  # the bits, then the label's uniform
         self.rng = CounterRNG(hxp, seed)
         self.step_count = 0
         # history[:, j] = x_{t−j} once x_t is pushed; columns 1.. hold the pre-drawn past.
@@ -127,15 +128,14 @@ class AddTask(Task):
         last = self.window - 1 + self._pos  # index in seq of the last step handed out
         history = self._seq[:, last - np.arange(self.window)]
         ahead = self._chunk[0].shape[0] - self._pos
-        return history, self.rng.counter - ahead * (2 if self.sampled else 1)
+        return history, self.rng.counter - ahead * self.draws_per_step
 
     def _draw_chunk(self) -> None:
         """The next ``CHUNK`` steps (fewer for large B) from the draws they would make one at a
         time: bits from draw t (draws t, t + 1 for bits and label with sampled targets)."""
         history, counter = self._position()
         steps = max(1, min(CHUNK, _CHUNK_NUMBERS // self.batch))
-        per_step = 2 if self.sampled else 1
-        draws = self.rng.bits_at((self.batch,), counter, steps, stride=per_step)
+        draws = self.rng.bits_at((self.batch,), counter, steps, stride=self.draws_per_step)
         x = (np.asarray(draws) >> np.uint64(63)).astype(np.int64)  # (steps, B)
         # seq[:, k]: the history oldest first (history[:, j] is x_{t−j}), then the new bits
         seq = np.concatenate([history[:, ::-1], x.T], axis=1)
@@ -149,7 +149,7 @@ class AddTask(Task):
             targets = (u < y).astype(np.int64)
         else:
             targets = np.stack([1.0 - y, y], axis=2)
-        self.rng.counter = counter + per_step * steps
+        self.rng.counter = counter + self.draws_per_step * steps
         self._seq = seq
         self._chunk = (self.backend.asarray(inputs), self.backend.asarray(targets))
         self._pos = 0
