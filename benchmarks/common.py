@@ -1,9 +1,9 @@
 """What every benchmark builds: a trainer of the benchmarked configuration, warmed up.
 
-The configuration is that of :func:`gradflow.bench.bench_config` (a test checks that they are the
-same), written here with the public API only (``gradflow.build_config``, ``gradflow.Trainer``) so
-that asv can also benchmark commits older than ``gradflow.bench`` (``asv continuous`` builds the
-two commits it compares and runs *this* suite on both).
+The configuration is that of :func:`gradflow.tools.bench.bench_config` (a test checks that they
+are the same), written here with the public API only (``gradflow.build_config``,
+``gradflow.Trainer``) so that asv can also benchmark commits older than ``gradflow.tools.bench``
+(``asv continuous`` builds the two commits it compares and runs *this* suite on both).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DTYPES = ["float64", "float32"]
 #: one TBPTT window: every timing sample runs this many steps, so that each contains exactly one
 #: of TBPTT's updates whatever the phase
 WINDOW = 16
-#: as gradflow.bench: small, so that no benchmarked run diverges
+#: as gradflow.tools.bench: small, so that no benchmarked run diverges
 LEARNING_RATE = 1e-5
 #: RTRL is O(n²P) time and O(nP) memory per stream: up to n = 128, and n = 64 with 32 streams
 #: (n = 128 × 32 streams would hold 0.55 GB of sensitivities and take about a second per step)

@@ -8,8 +8,8 @@
 * ``StateMemory.track_floats_per_param``: the bytes of the estimator's state dict per parameter,
   in floats (8 bytes), at n = 128.
 
-They use :mod:`gradflow.bench` and :mod:`gradflow.scaling`; on commits that predate them the
-benchmarks are skipped.
+They use :mod:`gradflow.tools.bench` and :mod:`gradflow.tools.scaling`; on commits that predate
+them the benchmarks are skipped.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ REPEAT, MIN_TIME, ROUNDS = 5, 0.05, 3
 
 
 def _measure(estimators: list[str], sizes: list[int]) -> dict[str, Any]:
-    """{"estimator/n": median µs per step} of ``gradflow.bench.run_bench`` (three interleaved
+    """{"estimator/n": median µs per step} of ``gradflow.tools.bench.run_bench`` (three interleaved
     rounds, BLAS on one thread), or {} on commits that predate it."""
     try:
-        from gradflow.bench import run_bench
+        from gradflow.tools.bench import run_bench
     except ImportError:
         return {}
     result = run_bench(estimators, sizes, repeat=REPEAT, min_time=MIN_TIME, rounds=ROUNDS,
@@ -38,7 +38,7 @@ def _measure(estimators: list[str], sizes: list[int]) -> dict[str, Any]:
 
 def _need(cache: dict[str, Any]) -> None:
     if not cache:
-        raise NotImplementedError("this commit has no gradflow.bench")
+        raise NotImplementedError("this commit has no gradflow.tools.bench")
 
 
 class Scaling:
@@ -52,7 +52,7 @@ class Scaling:
 
     def setup(self, cache: dict[str, Any], estimator: str) -> None:
         _need(cache)
-        from gradflow.scaling import fit_scaling
+        from gradflow.tools.scaling import fit_scaling
 
         sizes = FIT_SIZES.get(estimator, LINEAR_SIZES)
         self.fit = fit_scaling([_params(n) for n in sizes],
@@ -98,9 +98,9 @@ class StateMemory:
 
     def setup(self, estimator: str) -> None:
         try:
-            from gradflow.bench import state_bytes
+            from gradflow.tools.bench import state_bytes
         except ImportError:
-            raise NotImplementedError("this commit has no gradflow.bench") from None
+            raise NotImplementedError("this commit has no gradflow.tools.bench") from None
         trainer = make_trainer(estimator, self.N)
         self.floats = state_bytes(trainer) / trainer.parts.model.layout.size / 8
 

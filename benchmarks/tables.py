@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gradflow.bench import CONTROL
+from gradflow.tools.bench import CONTROL
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -66,7 +66,7 @@ def memory_table(data: dict[str, Any]) -> list[str]:
 def ratio_slope(data: dict[str, Any], name: str, sizes: list[int]) -> float | None:
     """Log–log slope of the ratio to the forward-only step against P: ≈ 0 when the estimator
     grows like the forward-only step (both O(P)), ≈ 1 when it grows P times faster (O(P²))."""
-    from gradflow.scaling import loglog_slope
+    from gradflow.tools.scaling import loglog_slope
 
     rows = [r for r in data["rows"] if r["estimator"] == name and r["n"] in sizes
             and r.get("ratio_to_forward")]

@@ -10,9 +10,9 @@ from typing import Annotated, TextIO
 
 import typer
 
-from gradflow.errors import GradflowError, GradflowWarning
-from gradflow.plugin_guard import culprit
-from gradflow.registry import exception_line, get_registry
+from gradflow.contracts.errors import GradflowError, GradflowWarning
+from gradflow.registry.discovery import exception_line, get_registry
+from gradflow.registry.guard import culprit
 
 app = typer.Typer(
     name="gradflow",
@@ -79,8 +79,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def main() -> None:
     """Console-script entry point: one clear line for every error, and an exit status.
 
-    0: done; 2: bad usage or input (a :class:`~gradflow.errors.GradflowError`); 3: the numbers
-    went non-finite (:class:`~gradflow.errors.NumericalError`); 1: a bug in gradflow or a
+    0: done; 2: bad usage or input (a :class:`~gradflow.GradflowError`); 3: the numbers
+    went non-finite (:class:`~gradflow.NumericalError`); 1: a bug in gradflow or a
     plugin (an unexpected exception, named in one line); 128 + N: stopped by signal N (130 for
     Ctrl-C). ``--debug`` shows the traceback instead of the line.
     """

@@ -1,7 +1,7 @@
 """``gradflow bench``: µs per online step by estimator and size, the ratio to a forward-only step,
 the estimator's state memory and the fitted scaling exponents, on the user's own backend.
 
-The measuring is :func:`gradflow.bench.run_bench` (gradflow/bench.py, where the method is
+The measuring is :func:`gradflow.tools.bench.run_bench` (gradflow/bench.py, where the method is
 written down); this module parses options and prints rich tables (or JSON).
 """
 
@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from gradflow.bench import (
+from gradflow.contracts.errors import BenchError
+from gradflow.tools.bench import (
     CONTROL,
     DEFAULT_ESTIMATORS,
     DEFAULT_SIZES,
     DEFAULT_TRUNCATION,
     FORWARD_ONLY,
     RTRL_MAX_N,
-    BenchError,
     BenchResult,
     run_bench,
     validate_request,

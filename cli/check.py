@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 import gradflow
-from gradflow.check import CheckResult, estimator_statistics
-from gradflow.errors import GradflowError
+from gradflow.contracts.errors import GradflowError
+from gradflow.verification.statistics import CheckResult, estimator_statistics
 
 _TARGETS = ("model", "estimator", "reference")
 #: bounds of --samples and --steps (beyond them a check would run for days or exhaust memory)

@@ -16,17 +16,17 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.config import (
-    ConfigError,
+from gradflow.contracts.errors import ConfigError
+from gradflow.runfiles.config import (
     build_config,
     config_from_dict,
     load_file,
     merge,
     parse_assignment,
 )
-from gradflow.config_schema import config_schema, field_descriptions
-from gradflow.toml_writer import dumps
-from gradflow.trainer import resolve_config
+from gradflow.runfiles.config_schema import config_schema, field_descriptions
+from gradflow.runfiles.toml_writer import dumps
+from gradflow.training.trainer import resolve_config
 
 config_app = typer.Typer(
     help="Inspect training configurations: the JSON schema, and a file resolved with defaults.",

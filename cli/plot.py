@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gradflow.plot import check_output, learning_curves
+from gradflow.tools.plot import check_output, learning_curves
 
 
 def plot(

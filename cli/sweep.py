@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.sweep import SweepError, SweepRun, load_grid, run_sweep
-from gradflow.sweep_summary import SEED_KEY, group_rows, to_markdown
+from gradflow.contracts.errors import SweepError
+from gradflow.tools.sweep import SweepRun, load_grid, run_sweep
+from gradflow.tools.sweep_summary import SEED_KEY, group_rows, to_markdown
 
 
 def _default_out(grid: Path) -> Path:

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.config import ConfigError, build_config
-from gradflow.losses import LN2
-from gradflow.trainer import Trainer
+from gradflow.contracts.errors import ConfigError
+from gradflow.contracts.losses import LN2
+from gradflow.runfiles.config import build_config
+from gradflow.training.trainer import Trainer
 
 _FLAGS = {
     "model": "model.name", "estimator": "estimator.name", "task": "task.name",

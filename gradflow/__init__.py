@@ -1,44 +1,51 @@
 """gradflow: online training of recurrent models with pluggable gradient estimators.
 
-The public API (what built-in and third-party plugins use):
+The package is layered (docs/architecture.md); each layer imports only the layers above it in
+this list:
 
-* backends: :func:`get_backend`, :class:`Backend`, :class:`CounterRNG`;
-* parameters: :class:`ParamLayout`;
-* contracts: :class:`Model`, :class:`Estimator`, :class:`Task` with their ``Options`` bases and
-  :class:`StepRecord`, :class:`Batch`; capability names (``JVP_STATE``, ...);
-* building blocks: :class:`AffineReadout`, losses (:func:`get_loss`), cache-blocked passes over
-  P numbers (:func:`block_size`, :func:`blocks`);
-* plugins: :data:`hookimpl`, :func:`get_registry`, :func:`register_plugin`;
-* factories: :func:`create_model`, :func:`create_estimator`, :func:`create_task`;
-* exact references: :func:`frozen_gradients`, :func:`bptt_gradients`;
-* training: :class:`TrainConfig`, :func:`build_config`, :class:`Trainer`, :func:`train` and
-  :func:`resume` (returning a :class:`Run`), :func:`load_run`;
-* estimator checks: :func:`estimator_statistics` (bias, variance, cosine against a reference;
-  ``gradflow check``);
-* the conformance suite for plugin authors: :mod:`gradflow.testing` (``check_model``,
-  ``check_estimator``: pass or fail, imported on its own).
+* :mod:`gradflow.contracts` — the contracts a plugin implements and the pieces they are built
+  from: backends, the counter-based generator, the parameter layout, the model, estimator and
+  task bases, losses, cache blocking, every exception;
+* :mod:`gradflow.registry` — the hook specifications, plugin discovery and construction by name;
+* :mod:`gradflow.runfiles` — run files: the configuration, the run directory, checkpoints, resuming;
+* :mod:`gradflow.training` — the one online step, the trainer, optimizers, schedules, clipping;
+* :mod:`gradflow.verification` — frozen trajectories, exact references, the conformance suite
+  (public as :mod:`gradflow.testing`) and the statistics of ``gradflow check``;
+* :mod:`gradflow.tools` — ``gradflow bench``, sweeps, plots and the scaling fits.
+
+What plugins and users import is re-exported here: ``import gradflow`` is the public API.
 """
 
 from __future__ import annotations
 
-from gradflow.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
-from gradflow.blocking import block_size, blocks
-from gradflow.check import CheckResult, CheckRow, estimator_statistics
-from gradflow.config import TrainConfig, build_config
-from gradflow.errors import (
+from gradflow.contracts.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
+from gradflow.contracts.blocking import block_size, blocks
+from gradflow.contracts.errors import (
     BackendUnavailableError,
+    BenchError,
     CapabilityError,
+    CheckpointError,
+    ConfigError,
     GradflowError,
+    GradflowWarning,
+    NumericalError,
+    PathPolicyError,
+    PlotError,
     PluginError,
+    PluginFailed,
+    RunDirError,
+    ScalingError,
     ShapeError,
+    SweepError,
+    SweepSetupError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
 )
-from gradflow.estimator import Estimator, EstimatorOptions, StepRecord
-from gradflow.factory import check_capabilities, create_estimator, create_model, create_task
-from gradflow.frozen import frozen_gradients
-from gradflow.hookspecs import hookimpl
-from gradflow.layout import ParamLayout, ParamSpec
-from gradflow.losses import LN2, get_loss
-from gradflow.model import (
+from gradflow.contracts.estimator import Estimator, EstimatorOptions, StepRecord
+from gradflow.contracts.layout import ParamLayout, ParamSpec
+from gradflow.contracts.losses import LN2, get_loss
+from gradflow.contracts.model import (
     ALL_CAPABILITIES,
     FORWARD,
     JVP_STATE,
@@ -49,15 +56,30 @@ from gradflow.model import (
     Model,
     ModelOptions,
 )
-from gradflow.random import CounterRNG
-from gradflow.readout import AffineReadout, AffineReadoutModel, sigmoid
-from gradflow.reference import bptt_gradients
-from gradflow.registry import get_registry, register_plugin, reload_registry, unregister_plugin
-from gradflow.run import Run, load_run, resume, train
-from gradflow.task import Batch, Task, TaskOptions
-from gradflow.trainer import Trainer
-
-__version__ = "0.1.0"
+from gradflow.contracts.random import CounterRNG
+from gradflow.contracts.readout import AffineReadout, AffineReadoutModel, sigmoid
+from gradflow.contracts.task import Batch, Task, TaskOptions
+from gradflow.registry.discovery import (
+    get_registry,
+    register_plugin,
+    reload_registry,
+    unregister_plugin,
+)
+from gradflow.registry.factory import (
+    check_capabilities,
+    create_estimator,
+    create_model,
+    create_task,
+)
+from gradflow.registry.hookspecs import hookimpl
+from gradflow.runfiles.config import TrainConfig, build_config
+from gradflow.runfiles.run import Run, load_run
+from gradflow.training.api import resume, train
+from gradflow.training.trainer import Trainer
+from gradflow.verification.reference import bptt_gradients
+from gradflow.verification.statistics import CheckResult, CheckRow, estimator_statistics
+from gradflow.verification.trajectory import frozen_gradients
+from gradflow.version import __version__
 
 __all__ = [
     "ALL_CAPABILITIES",
@@ -75,25 +97,40 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "Batch",
+    "BenchError",
     "CapabilityError",
     "CheckResult",
     "CheckRow",
+    "CheckpointError",
+    "ConfigError",
     "CounterRNG",
     "Estimator",
     "EstimatorOptions",
     "GradflowError",
+    "GradflowWarning",
     "Model",
     "ModelOptions",
+    "NumericalError",
     "ParamLayout",
     "ParamSpec",
+    "PathPolicyError",
+    "PlotError",
     "PluginError",
+    "PluginFailed",
     "Run",
+    "RunDirError",
+    "ScalingError",
     "ShapeError",
     "StepRecord",
+    "SweepError",
+    "SweepSetupError",
     "Task",
     "TaskOptions",
     "TrainConfig",
     "Trainer",
+    "TrainingDiverged",
+    "TrainingError",
+    "TrainingInterrupted",
     "__version__",
     "block_size",
     "blocks",

@@ -47,7 +47,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 #: set it also behaves as if the filesystem had no flock (ENOLCK).
 PAUSED_TRAIN = r"""
 import errno, fcntl, os, sys, time
-from gradflow.trainer import Trainer
+from gradflow.training.trainer import Trainer
 from gradflow_cli.app import main
 pause, args = int(sys.argv[1]), sys.argv[2:]
 if os.environ.get("NOFLOCK"):

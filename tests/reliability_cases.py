@@ -72,7 +72,7 @@ def write(name: str, content: str | bytes) -> Setup:
 def train_run(tmp: Path, name: str = "run", steps: int = 200, hidden: int = 4) -> Path:
     """A small finished run in ``tmp/name``: checkpoints at 100 and ``steps``."""
     import gradflow
-    from gradflow.config import build_config
+    from gradflow.runfiles.config import build_config
 
     cwd = Path.cwd()
     os.chdir(tmp)
@@ -142,7 +142,7 @@ def pickle_npz(run: Path) -> None:
 
 
 def compressed_npz(run: Path) -> None:
-    from gradflow.checkpoint import read_arrays
+    from gradflow.runfiles.checkpoint import read_arrays
 
     ckpt = run / "checkpoint" / "step-000000000100"
     arrays = read_arrays((ckpt / "arrays.npz").read_bytes(), "x")
@@ -169,7 +169,7 @@ def no_pwned(tmp: Path) -> None:
 def rewrite_arrays(run: Path, step: int, edit: Callable[[dict[str, np.ndarray]], None],
                    **meta: Any) -> None:
     """Rewrite a checkpoint's arrays through gradflow's own writer (valid SHA-256)."""
-    from gradflow.checkpoint import load_checkpoint, save_checkpoint
+    from gradflow.runfiles.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = run / "checkpoint" / f"step-{step:012d}"
     arrays, old = load_checkpoint(ckpt)
@@ -243,7 +243,7 @@ def held_lock(tmp: Path) -> Callable[[], None]:
     """Train ``run``, then hold its lock from another live process (as a running ``gradflow
     train --resume`` does) until the returned cleanup ends it."""
     train_run(tmp)
-    code = ("import sys, time\nfrom gradflow.rundir import RunDir\n"
+    code = ("import sys, time\nfrom gradflow.runfiles.rundir import RunDir\n"
             "held = RunDir.reopen('run', 200)\nprint('held', flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, stdout=subprocess.PIPE,
                             text=True)
@@ -264,7 +264,7 @@ def symlink_out(tmp: Path) -> None:
 
 def checkpoint_intact(step: int) -> Callable[[Path], None]:
     def check(tmp: Path) -> None:
-        from gradflow.checkpoint import load_checkpoint
+        from gradflow.runfiles.checkpoint import load_checkpoint
 
         arrays, meta = load_checkpoint(tmp / "run" / "checkpoint")
         assert meta["step"] == step and np.isfinite(arrays["theta"]).all()

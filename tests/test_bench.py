@@ -1,5 +1,6 @@
-"""``gradflow bench`` and gradflow.bench / gradflow.scaling: the exponent fits on synthetic data,
-the JSON fields at tiny sizes, memory properties of the hot paths, and one-line errors.
+"""``gradflow bench`` and gradflow.tools.bench / gradflow.tools.scaling: the exponent fits on
+synthetic data, the JSON fields at tiny sizes, memory properties of the hot paths, and one-line
+errors.
 
 No assertion here depends on a timing (timings belong to the asv suite and docs/performance.md):
 the CLI runs are checked for their structure and for numbers that do not depend on the clock.
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.bench import (
+from gradflow import ScalingError
+from gradflow.tools.bench import (
     CONTROL,
     bench_config,
     make_trainer,
@@ -23,12 +25,7 @@ from gradflow.bench import (
     run_bench,
     state_bytes,
 )
-from gradflow.scaling import (
-    ScalingError,
-    fit_scaling,
-    loglog_slope,
-    power_offset_fit,
-)
+from gradflow.tools.scaling import fit_scaling, loglog_slope, power_offset_fit
 from tests.test_cli_train import cli
 
 P = np.array([4418.0, 17026.0, 66818.0, 264706.0, 1053698.0])  # the rnn's P at n = 64…1024

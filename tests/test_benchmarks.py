@@ -78,7 +78,7 @@ def test_tables_and_plot_scripts(tmp_path) -> None:
     from pathlib import Path
 
     from benchmarks import plot_scaling, tables
-    from gradflow.bench import run_bench
+    from gradflow.tools.bench import run_bench
 
     docs = sorted(Path(__file__).parents[1].joinpath("docs", "performance").glob("*.json"))
     assert docs, "docs/performance/ holds the JSON of the measured runs"

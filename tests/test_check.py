@@ -14,7 +14,7 @@ from gradflow_cli.check import parse_settings
 from typer.testing import CliRunner
 
 import gradflow
-from gradflow.check import random_trajectory, sample_statistics
+from gradflow.verification.statistics import random_trajectory, sample_statistics
 
 
 class NoisyRTRL(gradflow.Estimator):
@@ -127,11 +127,11 @@ def test_check_uses_raw_estimates_and_restores_the_flag() -> None:
 
 def test_sampling_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """More samples than one batch holds: several batches with different seeds."""
-    monkeypatch.setattr(gradflow.check, "MAX_STREAMS", 64)
+    monkeypatch.setattr(gradflow.verification.statistics, "MAX_STREAMS", 64)
     model = _model()
     res = gradflow.estimator_statistics(model, "nobacktrack", samples=300, steps=6)
     assert res.samples == 300 and res.sampler == "streams"
-    monkeypatch.setattr(gradflow.check, "MAX_STREAMS", 4096)
+    monkeypatch.setattr(gradflow.verification.statistics, "MAX_STREAMS", 4096)
     one = gradflow.estimator_statistics(model, "nobacktrack", samples=300, steps=6)
     assert one.total.mse != res.total.mse  # really other draws
     assert one.total.mse == pytest.approx(res.total.mse, rel=0.5)

@@ -10,7 +10,7 @@ import pytest
 from gradflow_cli.app import main
 
 import gradflow
-from gradflow.config import parse_assignment, parse_value
+from gradflow.runfiles.config import parse_assignment, parse_value
 from tests.helpers import run_cli
 
 FAST = ["--set", "model.n_hidden=8", "--set", "run.log_every=100", "--set", "run.eval_every=0"]

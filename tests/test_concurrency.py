@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gradflow.rundir import read_metrics
+from gradflow.runfiles.rundir import read_metrics
 from tests.helpers import PAUSED_TRAIN
 
 SETS = ["--set", "run.log_every=100", "--set", "run.checkpoint_every=200", "--set",

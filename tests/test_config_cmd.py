@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gradflow
-from gradflow.config import build_config
-from gradflow.toml_writer import dumps
+from gradflow.runfiles.config import build_config
+from gradflow.runfiles.toml_writer import dumps
 from tests.helpers import run_cli
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -24,7 +24,7 @@ cli = run_cli
 
 @pytest.fixture(scope="module")
 def schema() -> dict:
-    from gradflow.config_schema import config_schema
+    from gradflow.runfiles.config_schema import config_schema
 
     return config_schema()
 

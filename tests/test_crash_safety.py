@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from gradflow.checkpoint import list_checkpoints, load_checkpoint
-from gradflow.config import build_config
-from gradflow.rundir import read_metrics
-from gradflow.trainer import Trainer
+from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
+from gradflow.runfiles.config import build_config
+from gradflow.runfiles.rundir import read_metrics
+from gradflow.training.trainer import Trainer
 
 STEPS, LOG, CKPT = 4000, 50, 100
 SETS = [f"run.steps={STEPS}", f"run.log_every={LOG}", f"run.checkpoint_every={CKPT}",
@@ -47,8 +47,8 @@ KILLER = r"""
 import json, os, shutil, signal, sys
 plan, args = json.loads(sys.argv[1]), sys.argv[2:]
 import gradflow
-import gradflow.checkpoint as ck
-import gradflow.rundir as rd
+import gradflow.runfiles.checkpoint as ck
+import gradflow.runfiles.rundir as rd
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

@@ -12,7 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from gradflow.sweep import parse_grid
+from gradflow.tools.sweep import parse_grid
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "docs" / "experiments"
 

@@ -12,8 +12,8 @@ import pytest
 from gradflow_plugins.estimators.kalman_nobacktrack import information_cap
 
 import gradflow
-from gradflow.bench import make_trainer
-from gradflow.optim import create_optimizer
+from gradflow.tools.bench import make_trainer
+from gradflow.training.optimizers import create_optimizer
 
 ONLINE = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack", "rtrl"]
 
@@ -149,11 +149,12 @@ def test_blocks_cover_the_range_once() -> None:
     assert list(gradflow.blocks(0, 4)) == []
     assert list(gradflow.blocks(3, 4)) == [(0, 3)]
     assert list(gradflow.blocks(9, 4)) == [(0, 4), (4, 8), (8, 9)]
-    assert gradflow.block_size(gradflow.get_backend("numpy").xp) == gradflow.blocking.CPU_BLOCK
+    xp = gradflow.get_backend("numpy").xp
+    assert gradflow.block_size(xp) == gradflow.contracts.blocking.CPU_BLOCK
 
 
 #: several blocks and a partial one, so that every block boundary is crossed
-_SIZE = 2 * gradflow.blocking.CPU_BLOCK + 123
+_SIZE = 2 * gradflow.contracts.blocking.CPU_BLOCK + 123
 
 
 @pytest.mark.parametrize("name,options", [("sgd", {}), ("sgd", {"momentum": 0.9}),
@@ -187,7 +188,7 @@ def test_blocked_optimizer_is_bitwise_the_whole_array_formula(backend64: gradflo
 def test_blocked_kalman_filter_is_bitwise_the_whole_array_formula() -> None:
     model = gradflow.create_model("rnn", n_in=3, n_hidden=190, n_out=2)
     size = model.layout.size
-    assert size > gradflow.blocking.CPU_BLOCK  # several blocks
+    assert size > gradflow.contracts.blocking.CPU_BLOCK  # several blocks
     est = gradflow.create_estimator("kalman-nobacktrack", model)
     est.start(1, seed=0)
     rng = np.random.default_rng(3)

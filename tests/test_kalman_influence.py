@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.config import config_from_dict
+from gradflow.runfiles.config import config_from_dict
 
 THETA_STAR = -1.0 / 6.0
 

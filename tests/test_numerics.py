@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.checkpoint import list_checkpoints, load_checkpoint
-from gradflow.config import build_config
-from gradflow.errors import NumericalError
-from gradflow.estimator import StepRecord
-from gradflow.trainer import Trainer, TrainingDiverged
+from gradflow import NumericalError, TrainingDiverged
+from gradflow.contracts.estimator import StepRecord
+from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
+from gradflow.runfiles.config import build_config
+from gradflow.training.trainer import Trainer
 
 MODELS = ("rnn", "gru", "lstm")
 ESTIMATORS = ("uoro", "nobacktrack", "kalman-nobacktrack")
@@ -190,7 +190,7 @@ def test_a_non_finite_state_is_never_checkpointed(tmp_path: Path, spoiler) -> No
 def test_a_checkpoint_holding_nan_is_refused(tmp_path: Path) -> None:
     """Belt and braces: a checkpoint altered to hold NaN (with a matching SHA-256) is refused
     on load, naming the array."""
-    from gradflow.checkpoint import save_checkpoint
+    from gradflow.runfiles.checkpoint import save_checkpoint
 
     run = gradflow.train(build_config(sets=["run.steps=200", "run.log_every=100",
                                             "run.checkpoint_every=100", "run.eval_every=0",

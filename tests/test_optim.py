@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.clipping import clip_direction
-from gradflow.optim import create_optimizer
-from gradflow.schedules import learning_rate
+from gradflow.training.clipping import clip_direction
+from gradflow.training.optimizers import create_optimizer
+from gradflow.training.schedules import learning_rate
 
 
 def test_schedules() -> None:

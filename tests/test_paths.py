@@ -11,7 +11,8 @@ import pytest
 from gradflow_cli.app import main
 
 import gradflow
-from gradflow.paths import PathPolicyError, check_config_path, is_below
+from gradflow import PathPolicyError
+from gradflow.runfiles.paths import check_config_path, is_below
 
 SMALL = "[run]\nsteps = 20\nlog_every = 10\neval_every = 0\ncheckpoint_every = 10\n" \
         "[model]\nn_hidden = 3\n"

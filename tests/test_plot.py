@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.plot import PlotError, learning_curves, run_labels, trailing_mean
+from gradflow import PlotError
+from gradflow.tools.plot import learning_curves, run_labels, trailing_mean
 from tests.helpers import run_cli
 
 pytest.importorskip("matplotlib")

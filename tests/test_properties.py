@@ -3,10 +3,11 @@ with a result or one clear ``error:`` line (exit status 2) — never a traceback
 internal error.
 
 * the config model: random nested dicts of TOML/JSON values (real section and key names mixed
-  with random ones) into :func:`~gradflow.config.config_from_dict`, then, when valid, resolved
-  as a run would build them (:func:`~gradflow.trainer.resolve_config`: every plugin's options
+  with random ones) into :func:`~gradflow.runfiles.config.config_from_dict`, then, when valid,
+  resolved as a run would build them (:func:`~gradflow.training.trainer.resolve_config`: every
+  plugin's options
   validated, the plugins created); and random ``--set`` strings into
-  :func:`~gradflow.config.build_config`;
+  :func:`~gradflow.runfiles.config.build_config`;
 * the command line: random argument lists for ``gradflow train``, ``config show``,
   ``config schema``, ``check``, ``plot``, ``sweep``, ``bench`` and ``plugins`` through the real
   entry point (:func:`gradflow_cli.app.main`), in-process. Work that would start (training, a
@@ -39,9 +40,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import gradflow
-from gradflow.config import SECTIONS, TrainConfig, build_config, config_from_dict
-from gradflow.errors import GradflowError
-from gradflow.trainer import resolve_config
+from gradflow import GradflowError
+from gradflow.runfiles.config import SECTIONS, TrainConfig, build_config, config_from_dict
+from gradflow.training.trainer import resolve_config
 
 DEFAULT_EXAMPLES, SLOW_EXAMPLES = 200, 600
 
@@ -236,7 +237,7 @@ def cli_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[li
     import gradflow_cli.sweep
     import gradflow_cli.train
 
-    import gradflow.plot
+    import gradflow.tools.plot
 
     monkeypatch.chdir(tmp_path)
     gradflow.train(build_config(sets=["run.steps=20", "run.log_every=10", "run.eval_every=0",
@@ -248,7 +249,7 @@ def cli_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[li
     monkeypatch.setattr(gradflow_cli.check, "estimator_statistics", _stop)
     monkeypatch.setattr(gradflow_cli.bench, "run_bench", _stop)
     monkeypatch.setattr(gradflow_cli.sweep, "run_sweep", _stop)
-    monkeypatch.setattr(gradflow.plot.CurvePlot, "save", _stop)  # the figure is drawn
+    monkeypatch.setattr(gradflow.tools.plot.CurvePlot, "save", _stop)  # the figure is drawn
 
     def run(argv: list[str]) -> None:
         out, err = io.StringIO(), io.StringIO()

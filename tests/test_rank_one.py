@@ -12,7 +12,7 @@ import pytest
 from gradflow_plugins.models.rnn import RNN
 
 import gradflow
-from gradflow.check import random_trajectory
+from gradflow.verification.statistics import random_trajectory
 
 RANK_ONE = ["uoro", "nobacktrack", "kalman-nobacktrack"]
 

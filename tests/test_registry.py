@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 import gradflow
-from gradflow.registry import Registry
+from gradflow.registry.discovery import Registry
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "plugins"

@@ -97,7 +97,7 @@ def test_the_hostile_pickle_would_run_if_unpickled(tmp_path: Path, monkeypatch) 
 
 def test_debug_shows_the_traceback(monkeypatch, capsys) -> None:
     """--debug: the exception propagates (the console script prints its traceback)."""
-    from gradflow.config import ConfigError
+    from gradflow import ConfigError
 
     monkeypatch.setattr(sys, "argv", ["gradflow", "--debug", "train", "--set", "run.steps=0"])
     with pytest.raises(ConfigError, match=r"run\.steps"):

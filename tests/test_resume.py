@@ -18,11 +18,11 @@ import pytest
 from gradflow_cli.app import main
 
 import gradflow
-from gradflow.checkpoint import list_checkpoints, load_checkpoint
-from gradflow.config import build_config
-from gradflow.errors import GradflowWarning
-from gradflow.rundir import RunDir, read_metrics
-from gradflow.trainer import Trainer, TrainingInterrupted
+from gradflow import GradflowWarning, TrainingInterrupted
+from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
+from gradflow.runfiles.config import build_config
+from gradflow.runfiles.rundir import RunDir, read_metrics
+from gradflow.training.trainer import Trainer
 from tests.helpers import PAUSED_TRAIN
 
 SETS = ["run.log_every=100", "run.eval_every=500", "run.eval_steps=50",
@@ -33,7 +33,7 @@ UNSTABLE = {"seconds", "steps_per_s", "run_dir"}
 # `gradflow train` in a subprocess that sends itself SIGNAL right after step AT.
 SIGNALLED_TRAIN = """
 import os, signal, sys
-from gradflow.trainer import Trainer
+from gradflow.training.trainer import Trainer
 from gradflow_cli.app import main
 at, signum, args = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 advance = Trainer.advance

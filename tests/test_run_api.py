@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow.config import ConfigError
-from gradflow.rundir import RunDirError, read_metrics
+from gradflow import ConfigError, RunDirError
+from gradflow.runfiles.rundir import read_metrics
 
 SMALL = {"run": {"steps": 600, "log_every": 100, "eval_every": 300, "eval_steps": 50,
                  "checkpoint_every": 300, "final_window": 200},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradflow.sweep import load_grid
+from gradflow.tools.sweep import load_grid
 from tests.helpers import run_cli
 
 GRID = """

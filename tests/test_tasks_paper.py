@@ -22,8 +22,8 @@ from gradflow_plugins.tasks.anbn import unigram as anbn_unigram
 from gradflow_plugins.tasks.distant_brackets import reference_losses as brackets_levels
 
 import gradflow
-from gradflow.config import build_config
-from gradflow.trainer import Trainer
+from gradflow.runfiles.config import build_config
+from gradflow.training.trainer import Trainer
 
 LN2 = math.log(2.0)
 

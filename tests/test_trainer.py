@@ -11,10 +11,11 @@ import pytest
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 
 import gradflow
-from gradflow.checkpoint import CheckpointError, load_checkpoint
-from gradflow.config import ConfigError, build_config
-from gradflow.rundir import RunDirError, read_metrics
-from gradflow.trainer import Trainer, TrainingError
+from gradflow import CheckpointError, ConfigError, RunDirError, TrainingError
+from gradflow.runfiles.checkpoint import load_checkpoint
+from gradflow.runfiles.config import build_config
+from gradflow.runfiles.rundir import read_metrics
+from gradflow.training.trainer import Trainer
 
 
 def config(*sets: str, steps: int = 600, estimator: str = "tbptt") -> gradflow.TrainConfig:

@@ -24,7 +24,7 @@ from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.uoro import UORO
 
 import gradflow
-from gradflow.check import CheckRow, random_trajectory, sample_statistics
+from gradflow.verification.statistics import CheckRow, random_trajectory, sample_statistics
 
 ESTIMATORS = ["uoro", "nobacktrack", "kalman-nobacktrack"]
 BOUND = 5.0

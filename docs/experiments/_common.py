@@ -1,7 +1,7 @@
 """Shared helpers of the experiment scripts: run a sweep grid (full or smoke), plot, tabulate.
 
-Public API only: :func:`gradflow.sweep.parse_grid`, :func:`gradflow.sweep.run_sweep`,
-:func:`gradflow.plot.learning_curves`.
+Public API only: :func:`gradflow.tools.sweep.parse_grid`, :func:`gradflow.tools.sweep.run_sweep`,
+:func:`gradflow.tools.plot.learning_curves`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gradflow.plot import learning_curves
-from gradflow.sweep import SweepResult, parse_grid, run_sweep
+from gradflow.tools.plot import learning_curves
+from gradflow.tools.sweep import SweepResult, parse_grid, run_sweep
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

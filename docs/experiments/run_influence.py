@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gradflow import Trainer
-from gradflow.config import config_from_dict
+from gradflow.runfiles.config import config_from_dict
 
 HERE = Path(__file__).resolve().parent
 THETA_STAR = -1.0 / 6.0

@@ -43,7 +43,7 @@ NoBackTrack's plus O(P). J_θ is updated in place, and (J_θ + λ)⁻¹ is compu
 the update, in a buffer allocated once: it preconditions this step's direction (ĝ ⊙ (J_θ + λ)⁻¹, in
 place in the direction buffer) and gives the metric of the next step (J_θ does not change in
 between). The three are one pass over ĝ, J_θ and (J_θ + λ)⁻¹, block by block
-(:mod:`gradflow.blocking`).
+(:mod:`gradflow.contracts.blocking`).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class KalmanNoBackTrack(NoBackTrack):
 
     def _finish(self, direction: Array) -> Array:
         """J_θ ← (1 − γ) J_θ + γ ĝ², then (J_θ + λ)⁻¹ and the preconditioned ĝ, in one blocked
-        pass (:mod:`gradflow.blocking`): each block of ĝ, J_θ and (J_θ + λ)⁻¹ is read and
+        pass (:mod:`gradflow.contracts.blocking`): each block of ĝ, J_θ and (J_θ + λ)⁻¹ is read and
         written once, while it is in the cache."""
         self.t += 1
         gamma = self.gamma if self.gamma is not None else 1.0 / (self.t + self.t0)

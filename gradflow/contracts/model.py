@@ -1,0 +1,168 @@
+"""The model contract: a recurrent core h_t = f(h_{t-1}, x_t; θ_rec), a readout ŷ_t = g(h_t; θ_out).
+
+All arrays carry a leading batch axis B ≥ 1 (independent streams). θ is one flat vector laid out
+by :attr:`Model.layout`, recurrent parameters first. Primitives never modify their inputs (θ, the
+cache, the tangents) and return new arrays, which the estimators' hot paths may then update in
+place; :meth:`Model.vjp_accumulate` is the one primitive that writes, into its ``acc``. A model
+declares the primitives it provides in :attr:`Model.capabilities`; an estimator declares those it
+needs, and asking for an impossible pair is a :class:`~gradflow.CapabilityError`.
+
+Notation (per stream, n = state size, P_rec = number of recurrent parameters):
+
+* J_t = ∂f/∂h_{t-1}, an n × n matrix;
+* F_t = ∂f/∂θ_rec, an n × P_rec matrix;
+* δ_t = ∂ℓ_t/∂h_t.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gradflow.contracts.backend import Backend
+from gradflow.contracts.errors import CapabilityError
+from gradflow.contracts.layout import ParamLayout
+
+Array = Any
+Cache = dict[str, Array]
+
+#: Primitive names a model can declare (see the table in DESIGN §4).
+FORWARD = "forward"
+READOUT = "readout"
+JVP_STATE = "jvp_state"
+VJP = "vjp"
+PARAM_JACOBIAN = "param_jacobian"
+PARAM_ROW_SQNORMS = "param_row_sqnorms"
+ALL_CAPABILITIES = frozenset(
+    {FORWARD, READOUT, JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS}
+)
+
+
+class ModelOptions(BaseModel):
+    """Options every model shares: input, hidden and output sizes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_in: int = Field(1, ge=1, description="input size m")
+    n_hidden: int = Field(32, ge=1, description="number of hidden units n")
+    n_out: int = Field(1, ge=1, description="output size k")
+
+
+class Model(ABC):
+    """Base class of model plugins.
+
+    Subclasses set the class attributes ``name``, ``description``, ``Options`` (a pydantic model,
+    ``extra="forbid"``) and ``capabilities``, build :attr:`layout` in ``__init__``, and implement
+    the primitives they declare.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = ModelOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
+
+    layout: ParamLayout
+    #: size n of the recurrent state h (for an LSTM, 2 × n_hidden: h and c).
+    n_state: int
+
+    def __init__(self, options: BaseModel, backend: Backend) -> None:
+        self.options = options
+        self.backend = backend
+        self.xp = backend.xp
+        self.dtype = backend.dtype
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def n_in(self) -> int:
+        return int(getattr(self.options, "n_in", 0))
+
+    @property
+    def n_out(self) -> int:
+        return int(getattr(self.options, "n_out", 0))
+
+    @property
+    def n_params(self) -> int:
+        return self.layout.size
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, P={self.layout.size}, "
+                f"n_state={self.n_state}, backend={self.backend.name}/{self.backend.dtype_name})")
+
+    # -- required primitives -----------------------------------------------------------------
+    @abstractmethod
+    def init_params(self, seed: int = 0) -> Array:
+        """A fresh θ, shape (P,), drawn from a generator seeded with ``seed``."""
+
+    def initial_state(self, batch: int) -> Array:
+        """h_0 for ``batch`` streams, shape (B, n_state). Zeros unless a model says otherwise."""
+        return self.xp.zeros((batch, self.n_state), dtype=self.dtype)
+
+    @abstractmethod
+    def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, Cache]:
+        """One step: h_next = f(h, x; θ_rec), shape (B, n_state), and a cache for the primitives.
+
+        The cache is a flat ``dict`` of arrays (so that estimators can store it in checkpoints).
+        """
+
+    @abstractmethod
+    def readout(self, theta: Array, h: Array) -> Array:
+        """ŷ = g(h; θ_out), shape (B, k)."""
+
+    @abstractmethod
+    def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
+        """For a cotangent u (B, k) of ŷ: ((∂ŷ/∂h)ᵀu per stream (B, n_state),
+        Σ_b (∂ŷ_b/∂θ_out)ᵀu_b summed over streams (P_out,))."""
+
+    # -- optional primitives -----------------------------------------------------------------
+    def jvp_state(self, theta: Array, cache: Cache, v: Array) -> Array:
+        """J_t V for V of shape (B, n) or (B, n, K) (K tangents at once)."""
+        raise self._missing(JVP_STATE)
+
+    def vjp(self, theta: Array, cache: Cache, u: Array) -> tuple[Array, Array]:
+        """For U (B, n): (Uᵀ J_t per stream (B, n), Uᵀ F_t per stream (B, P_rec))."""
+        raise self._missing(VJP)
+
+    def param_jacobian(self, theta: Array, cache: Cache) -> Array:
+        """Dense F_t = ∂f/∂θ_rec, shape (B, n, P_rec)."""
+        raise self._missing(PARAM_JACOBIAN)
+
+    def param_row_sqnorms(self, theta: Array, cache: Cache,
+                          inv_metric: Array | None = None) -> Array:
+        """Σ_j F_t[k, j]² · inv_metric_j for each state coordinate k, shape (B, n).
+
+        ``inv_metric`` is the diagonal of the inverse metric on θ_rec, shape (P_rec,)
+        (all ones when ``None``: the Euclidean row norms).
+        """
+        raise self._missing(PARAM_ROW_SQNORMS)
+
+    # -- derived primitives: correct defaults from ``vjp``; models override them for speed -----
+    def vjp_accumulate(self, theta: Array, cache: Cache, u: Array, acc: Array,
+                       state: bool = True) -> Array | None:
+        """acc += Uᵀ F_t in place, and return Uᵀ J_t (B, n) (``None`` when ``state`` is false).
+
+        ``acc`` of shape (B, P_rec) receives each stream's row; ``acc`` of shape (P_rec,) the sum
+        over the streams Σ_b u_bᵀ F_t,b (TBPTT's gradient: no (B, P_rec) array is needed, and a
+        model can form it as matrix products over the batch). The estimators' hot paths call this
+        instead of :meth:`vjp` so that nothing of size P is allocated when the model can avoid
+        it. The default calls :meth:`vjp` and adds; a model overrides it to write straight into
+        ``acc`` and to skip Uᵀ J_t when ``state`` is false.
+        """
+        u_h, g = self.vjp(theta, cache, u)
+        if acc.ndim == 1:
+            acc += self.xp.sum(g, axis=0)
+        else:
+            acc += g
+        return u_h if state else None
+
+    def vjp_param_sqnorms(self, theta: Array, cache: Cache, u: Array) -> Array | None:
+        """‖Uᵀ F_t‖² for each stream, shape (B,), or ``None`` (the default) when the model has no
+        cheaper way to get it than forming Uᵀ F_t (UORO then forms it)."""
+        return None
+
+    def _missing(self, capability: str) -> CapabilityError:
+        return CapabilityError(f"model {self.name!r} does not provide {capability!r}")

@@ -1,0 +1,104 @@
+"""The task contract: a resumable, seeded stream of inputs and targets for B streams.
+
+Each call of :meth:`Task.next` returns the inputs x_t (B, m), the targets y_t ((B,) integer labels
+for ``ce`` or (B, k) values), and a reset mask (B,) that is true where x_t starts a new sequence
+(``None`` when no stream starts one). The task names its loss (``"ce"`` or ``"mse"``) and, where
+known, the best achievable loss. Its state (generator, position) is serializable so that a resumed
+run sees exactly the same stream.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from gradflow.contracts.backend import Backend
+
+Array = Any
+
+
+class TaskOptions(BaseModel):
+    """Base of task options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Batch:
+    """One step of a task for B streams."""
+
+    inputs: Array
+    targets: Array
+    reset: Array | None = None
+
+
+class Task(ABC):
+    """Base class of task plugins."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = TaskOptions
+    #: ``"ce"`` or ``"mse"``
+    loss: ClassVar[str] = "ce"
+
+    def __init__(self, options: BaseModel, backend: Backend, batch: int = 1,
+                 seed: int = 0) -> None:
+        self.options = options
+        self.backend = backend
+        self.batch = int(batch)
+        self.seed = int(seed)
+
+    @property
+    @abstractmethod
+    def n_in(self) -> int:
+        """Input size m."""
+
+    @property
+    @abstractmethod
+    def n_out(self) -> int:
+        """Output size k (number of classes for ``ce``)."""
+
+    @property
+    def optimum(self) -> float | None:
+        """Best achievable mean loss per step in nats, where known."""
+        return None
+
+    def reference_losses(self) -> dict[str, float]:
+        """Named reference levels of the mean loss per step in nats, where known (for example
+        ``{"optimum": 0.4544, "no memory": 0.6616}``, or a text's unigram entropy); the trainer
+        reports them next to the result. Empty by default."""
+        return {}
+
+    @abstractmethod
+    def next(self) -> Batch:
+        """The next step of every stream."""
+
+    def held_out(self) -> Task | None:
+        """An independent stream for evaluation, or ``None`` if the task has none."""
+        return None
+
+    def observe(self, loss: Array) -> None:
+        """Feedback for tasks whose stream depends on the learner (curricula).
+
+        A trainer calls it once per step, after the loss of the batch last returned by
+        :meth:`next` is known, with that loss (nats, mean over the B streams: a 0-d array of
+        the backend, or a float). The default ignores it; ``copy`` uses it to lengthen its
+        sequences. A task that is never observed keeps its stream as configured.
+        """
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        """Task-specific numbers for the metrics lines (e.g. ``{"copy_length": 7}``); empty by
+        default."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state (generator and position): JSON scalars and NumPy arrays."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict`."""

@@ -1,0 +1,134 @@
+"""Checks before a checkpoint's state is loaded into a run: is it this run's, and is it sane?
+
+A checkpoint could come from another run (a ``checkpoint/`` directory copied between runs), from
+a model of another size, or be altered by hand. Loading it must fail with a message that names
+the mismatch, not continue a different run under this run's name or fail later with a shape
+error inside a model:
+
+* :func:`check_state_layout`: θ's layout (parameter names and shapes, stored in the checkpoint's
+  metadata) is the configured model's; θ, h, the optimizer's and the loop's arrays are there with
+  the shapes and dtypes the configuration fixes (the plugins' own arrays may change shape as a
+  run goes, so only their dtypes are compared); and the state is finite (gradflow never writes a
+  checkpoint with a NaN or ±inf in θ, h, the optimizer, the loop or the estimator);
+* :func:`check_against_run_config`: the checkpoint's configuration is the run directory's
+  ``config.json`` (except ``run.steps``, which ``--resume --steps`` changes, and ``run.out``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from gradflow.contracts.errors import CheckpointError
+from gradflow.contracts.layout import ParamLayout
+from gradflow.runfiles.config import TrainConfig
+from gradflow.runfiles.rundir import CONFIG
+
+#: run settings that may differ between a checkpoint and its run directory's config.json
+MAY_DIFFER = {("run", "steps"), ("run", "out")}
+
+
+def layout_record(layout: ParamLayout) -> list[list[Any]]:
+    """θ's layout as JSON: ``[[name, [shape...], recurrent], ...]``."""
+    return [[s.name, list(s.shape), s.recurrent] for s in layout.specs.values()]
+
+
+def _layout_text(record: Any) -> str:
+    try:
+        return ", ".join(f"{name} {tuple(shape)}" for name, shape, *_ in record)
+    except (TypeError, ValueError):  # not a layout gradflow wrote
+        return f"an unreadable layout {str(record)[:40]!r}"
+
+
+#: arrays whose shapes the configuration fixes (the plugins' own arrays may change shape as a
+#: run goes: TBPTT's window, copy's recent losses)
+FIXED = ("theta", "h", "optimizer.", "loop.")
+#: arrays that must be finite in a checkpoint (a task's state is the task's business)
+FINITE = ("theta", "h", "optimizer.", "loop.", "estimator.")
+
+
+def _among(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in prefixes)
+
+
+def check_state_layout(expected: dict[str, np.ndarray], arrays: dict[str, np.ndarray],
+                       meta: dict[str, Any], model_name: str, layout: ParamLayout) -> None:
+    """Raise :class:`CheckpointError` naming the mismatch if a checkpoint's ``arrays`` do not fit
+    the ``expected`` arrays of the configured run: θ's layout recorded in ``meta`` is another
+    model's, an array whose shape the configuration fixes (θ, h, the optimizer's and the loop's)
+    is missing, extra, or of another shape or dtype, a plugin array has another dtype, or an
+    array of θ, h, the optimizer, the loop or the estimator holds NaN or ±inf."""
+    where = f"checkpoint {meta.get('path', '?')!r}"
+    ours = layout_record(layout)
+    theirs = meta.get("layout")
+    if theirs is not None and theirs != ours:
+        raise CheckpointError(
+            f"{where} is of model {meta.get('model', '?')!r} with θ = {_layout_text(theirs)}; "
+            f"the configured model {model_name!r} has θ = {_layout_text(ours)}: refusing to "
+            "load another model's parameters")
+    fixed_ours = {k for k in expected if _among(k, FIXED)}
+    fixed_theirs = {k for k in arrays if _among(k, FIXED)}
+    missing, extra = sorted(fixed_ours - fixed_theirs), sorted(fixed_theirs - fixed_ours)
+    if missing or extra:
+        parts = ([f"lacks {', '.join(missing)}"] if missing else []) + \
+                ([f"has unexpected {', '.join(extra)}"] if extra else [])
+        raise CheckpointError(f"{where} does not fit the configured run: it "
+                              f"{' and '.join(parts)} (a checkpoint of another model, optimizer "
+                              "or version)")
+    for key in sorted(set(expected) & set(arrays)):
+        got, want = arrays[key], expected[key]
+        shape_differs = key in fixed_ours and got.shape != want.shape
+        if shape_differs or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{where} does not fit the configured run: {key} is {got.dtype} "
+                f"{tuple(got.shape)}, the run needs {want.dtype}"
+                f"{' ' + str(tuple(want.shape)) if key in fixed_ours else ''} (a checkpoint of "
+                f"another model or layout; the model is {model_name!r} with θ = "
+                f"{_layout_text(ours)})")
+    for key, got in arrays.items():
+        if _among(key, FINITE) and got.dtype.kind == "f" and not np.isfinite(got).all():
+            raise CheckpointError(f"{where}: {key} holds NaN or infinite values; gradflow never "
+                                  "writes such a checkpoint, so it was altered: refusing it")
+
+
+def non_finite(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The arrays of a state that must be finite (see ``FINITE``) but are not."""
+    return [k for k, v in arrays.items()
+            if _among(k, FINITE) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+
+
+def read_run_config(path: Path) -> TrainConfig | None:
+    """The run directory's ``config.json`` as a config, or ``None`` if missing or unreadable."""
+    try:
+        return TrainConfig.model_validate(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError, RecursionError):
+        return None
+
+
+def _flat(config: TrainConfig) -> dict[tuple[str, str], Any]:
+    data = config.model_dump(mode="json")
+    return {(section, key): value for section, table in data.items()
+            for key, value in table.items() if (section, key) not in MAY_DIFFER}
+
+
+def check_against_run_config(checkpoint: TrainConfig, run: TrainConfig, where: str) -> None:
+    """Raise :class:`CheckpointError` if the checkpoint's configuration differs from the run
+    directory's (``where`` names the checkpoint) in anything but ``run.steps`` and ``run.out``."""
+    a, b = _flat(checkpoint), _flat(run)
+    diffs = [f"{s}.{k} {a.get((s, k))!r} vs {b.get((s, k))!r}"
+             for s, k in sorted(set(a) | set(b)) if a.get((s, k)) != b.get((s, k))]
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise CheckpointError(
+            f"{where} belongs to another run: its configuration differs from this run "
+            f"directory's {CONFIG} in {'; '.join(diffs[:3])}{more}; refusing to resume from it")
+
+
+def first_checkpoint_step(config: TrainConfig) -> int:
+    """The step of a run's first checkpoint (``checkpoint_every``, or the end of the run)."""
+    run = config.run
+    return min(run.checkpoint_every, run.steps) if run.checkpoint_every else run.steps

@@ -1,0 +1,181 @@
+"""Learning curves of runs on one figure, with matplotlib (the ``plot`` extra).
+
+:func:`learning_curves` draws one line per run — a metric of ``metrics.jsonl`` (or
+``steps_per_s``/``wall`` of ``timing.jsonl``) against the step, smoothed by a trailing mean over
+``smooth`` metrics lines — and, for the loss and bits, the task's optimum as a dashed line when
+every run shares it. Lines are labelled ``estimator/model/task``, with ``seed=...`` added when the
+runs' seeds differ and, if two labels still coincide, the other options in which those runs
+differ. The figure is a plain :class:`matplotlib.figure.Figure` (no pyplot state), drawn with the
+Agg backend, so it works without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradflow.contracts.errors import PlotError
+from gradflow.contracts.losses import LN2
+from gradflow.runfiles.run import Run, load_run
+
+#: metric -> axis label; any other numeric column of metrics.jsonl works too
+METRIC_LABELS = {
+    "loss": "loss (nats)",
+    "bits": "bits per step",
+    "eval_loss": "held-out loss (nats)",
+    "eval_bits": "held-out bits per step",
+    "grad_norm": "direction norm (before clipping)",
+    "lr": "learning rate",
+    "steps_per_s": "steps per second",
+    "wall": "wall-clock seconds",
+}
+TIMING_METRICS = ("steps_per_s", "wall")
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotError("plotting needs matplotlib: pip install 'gradflow[plot]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each value and the ``window − 1`` before it (fewer at the start)."""
+    if window <= 1 or len(values) == 0:
+        return np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[lo]) / (idx - lo)
+
+
+def series(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of ``metric`` in ``run``, lines without a value left out."""
+    table = run.timing if metric in TIMING_METRICS else run.metrics
+    if metric not in table or "step" not in table:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    steps, values = table["step"], table[metric]
+    keep = np.isfinite(values)
+    return steps[keep], values[keep]
+
+
+def _flat(config: Any) -> dict[str, Any]:
+    data = config.model_dump(mode="json")
+    return {f"{s}.{k}": v for s, table in data.items() for k, v in table.items()
+            if f"{s}.{k}" != "run.out"}
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """``estimator/model/task`` (+ ``seed=`` when seeds differ, + the differing options where
+    labels still coincide)."""
+    labels = [run.name for run in runs]
+    if len({run.config.run.seed for run in runs}) > 1:
+        labels = [f"{lab} seed={run.config.run.seed}" for lab, run in zip(labels, runs,
+                                                                           strict=True)]
+    flats = [_flat(run.config) for run in runs]
+    for label in set(labels):
+        same = [i for i, lab in enumerate(labels) if lab == label]
+        if len(same) < 2:
+            continue
+        keys = sorted({k for i in same for k in flats[i]
+                       if len({repr(flats[j].get(k)) for j in same}) > 1})
+        for i in same:
+            extra = ", ".join(f"{k}={flats[i].get(k)}" for k in keys)
+            labels[i] = f"{label} {extra}" if extra else f"{label} ({runs[i].path.name})"
+    return labels
+
+
+def check_output(path: str | Path) -> Path:
+    """``path`` if its suffix is a format :meth:`CurvePlot.save` writes, else :class:`PlotError`."""
+    p = Path(path)
+    if p.suffix.lower() not in FORMATS:
+        raise PlotError(f"cannot write {str(p)!r}: the output must end in "
+                        f"{', '.join(FORMATS)}")
+    return p
+
+
+@dataclass
+class CurvePlot:
+    """A figure of learning curves: ``lines`` maps each plotted run's label to its line;
+    ``skipped`` names the runs that have no value of the metric."""
+
+    figure: Any
+    lines: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def save(self, path: str | Path, dpi: int = 100) -> Path:
+        """Write the figure (PNG, SVG or PDF, by the file's suffix) atomically."""
+        p = check_output(path)
+        tmp = p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}")
+        try:
+            self.figure.savefig(tmp, dpi=dpi)
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise PlotError(f"cannot write {str(p)!r}: {exc.strerror or exc}") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return p
+
+
+def _optimum(runs: Sequence[Run], metric: str) -> float | None:
+    if metric not in ("loss", "bits", "eval_loss", "eval_bits"):
+        return None
+    values = {run.summary.get("optimum") for run in runs}
+    if len(values) != 1 or None in values:
+        return None
+    value = float(values.pop())
+    return value / LN2 if metric.endswith("bits") else value
+
+
+def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smooth: int = 5,
+                    title: str | None = None, log_y: bool = False,
+                    size: tuple[float, float] = (8.0, 5.0)) -> CurvePlot:
+    """One line per run of ``metric`` against the step (see the module's docstring)."""
+    if smooth < 1:
+        raise PlotError(f"smooth must be at least 1 (metrics lines per mean), got {smooth}")
+    loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
+    if not loaded:
+        raise PlotError("no runs to plot")
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    plot = CurvePlot(fig)
+    for run, label in zip(loaded, run_labels(loaded), strict=True):
+        steps, values = series(run, metric)
+        if len(steps) == 0:
+            plot.skipped.append(str(run.path))
+            continue
+        (line,) = ax.plot(steps, trailing_mean(values, smooth), label=label, lw=1.4, gid="run")
+        plot.lines[label] = line
+    if not plot.lines:
+        available = sorted({k for run in loaded for k in (*run.metrics, *run.timing)
+                            if k != "step"})
+        raise PlotError(f"no run has values of {metric!r}; available: "
+                        f"{', '.join(available) or 'none (no metrics lines yet)'}")
+    optimum = _optimum(loaded, metric)
+    if optimum is not None and math.isfinite(optimum):
+        ax.axhline(optimum, ls="--", lw=1.0, color="0.35", label=f"optimum {optimum:.4f}",
+                   gid="reference")
+    ax.set_xlabel("step")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    if smooth > 1:
+        ax.text(0.995, 0.005, f"trailing mean of {smooth} metrics lines", fontsize="x-small",
+                color="0.4", ha="right", va="bottom", transform=ax.transAxes)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return plot
