@@ -64,3 +64,16 @@ def one_blas_thread() -> Any:
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def bench_module() -> Any:
+    """The module of ``gradflow bench`` (``gradflow.tools.bench``; ``gradflow.bench`` on commits
+    before the layered core), or ``None`` on commits that predate it."""
+    import importlib
+
+    for name in ("gradflow.tools.bench", "gradflow.bench"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None

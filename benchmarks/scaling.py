@@ -2,7 +2,7 @@
 
 * ``Scaling.track_exponent``: the exponent k of t = t₀ + c·P^k fitted to the median step times
   (n = 64…1024; RTRL n = 16…128), and ``Scaling.track_loglog_slope``: the plain log–log slope
-  of the same points (flattened by the per-step overhead t₀; see gradflow/scaling.py);
+  of the same points (flattened by the per-step overhead t₀; see gradflow/tools/scaling.py);
 * ``Ratio.track_ratio_to_forward``: the step time over the forward-only (readout-only) step time at
   n = 64 and n = 1024;
 * ``StateMemory.track_floats_per_param``: the bytes of the estimator's state dict per parameter,
@@ -14,9 +14,10 @@ them the benchmarks are skipped.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
-from .common import make_trainer
+from .common import bench_module, make_trainer
 
 LINEAR = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack"]
 FIT_SIZES = {"rtrl": [16, 32, 64, 128]}
@@ -27,18 +28,20 @@ REPEAT, MIN_TIME, ROUNDS = 5, 0.05, 3
 def _measure(estimators: list[str], sizes: list[int]) -> dict[str, Any]:
     """{"estimator/n": median µs per step} of ``gradflow.tools.bench.run_bench`` (three interleaved
     rounds, BLAS on one thread), or {} on commits that predate it."""
-    try:
-        from gradflow.tools.bench import run_bench
-    except ImportError:
+    bench = bench_module()
+    if bench is None:
         return {}
-    result = run_bench(estimators, sizes, repeat=REPEAT, min_time=MIN_TIME, rounds=ROUNDS,
-                       threads=1, rtrl_max_n=None)
+    # every size measured: no step-time limit (its name has changed over the commits)
+    unlimited = {"max_step_ms": None} if "max_step_ms" in inspect.signature(
+        bench.run_bench).parameters else {"rtrl_max_n": None}
+    result = bench.run_bench(estimators, sizes, repeat=REPEAT, min_time=MIN_TIME, rounds=ROUNDS,
+                             threads=1, **unlimited)
     return {f"{r.estimator}/{r.n}": r.us_per_step for r in result.rows}
 
 
 def _need(cache: dict[str, Any]) -> None:
     if not cache:
-        raise NotImplementedError("this commit has no gradflow.tools.bench")
+        raise NotImplementedError("this commit has no gradflow bench")
 
 
 class Scaling:
@@ -97,12 +100,11 @@ class StateMemory:
     N = 128
 
     def setup(self, estimator: str) -> None:
-        try:
-            from gradflow.tools.bench import state_bytes
-        except ImportError:
-            raise NotImplementedError("this commit has no gradflow.tools.bench") from None
+        bench = bench_module()
+        if bench is None:
+            raise NotImplementedError("this commit has no gradflow bench")
         trainer = make_trainer(estimator, self.N)
-        self.floats = state_bytes(trainer) / trainer.parts.model.layout.size / 8
+        self.floats = bench.state_bytes(trainer) / trainer.parts.model.layout.size / 8
 
     def track_floats_per_param(self, estimator: str) -> float:
         return self.floats

@@ -1,8 +1,8 @@
 """``gradflow bench``: µs per online step by estimator and size, the ratio to a forward-only step,
 the estimator's state memory and the fitted scaling exponents, on the user's own backend.
 
-The measuring is :func:`gradflow.tools.bench.run_bench` (gradflow/bench.py, where the method is
-written down); this module parses options and prints rich tables (or JSON).
+The measuring is :func:`gradflow.tools.bench.run_bench` (gradflow/tools/bench.py, where the method
+is written down); this module parses options and prints rich tables (or JSON).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import typer
 from gradflow.contracts.errors import BenchError
 from gradflow.tools.bench import (
     CONTROL,
-    DEFAULT_ESTIMATORS,
     DEFAULT_SIZES,
     DEFAULT_TRUNCATION,
-    FORWARD_ONLY,
-    RTRL_MAX_N,
+    MAX_STEP_MS,
     BenchResult,
+    default_estimators,
     run_bench,
     validate_request,
 )
@@ -77,8 +76,8 @@ def print_tables(result: BenchResult) -> None:
                       _num(row.state_bytes_per_param, ".2f"),
                       _num(row.state_floats_per_param, ".2f"), _mib(row.peak_step_bytes))
     console.print(table)
-    console.print(f"× fwd: the step time over the forward-only step ({FORWARD_ONLY}) at the same "
-                  "n; state: the estimator's state dict; peak: the most a step allocates")
+    console.print(f"× fwd: the step time over the forward-only step ({result.forward_only}) at "
+                  "the same n; state: the estimator's state; peak: the most a step allocates")
     if result.fits:
         fits = Table(title="scaling of the step time t with P (least squares)")
         for col in ("estimator", "sizes n", "log-log slope", "k: t = t₀ + c·P^k", "t₀ µs"):
@@ -101,9 +100,9 @@ def print_tables(result: BenchResult) -> None:
 
 
 def bench(
-    estimators: Annotated[str, typer.Option(
-        "--estimators", "-e", help="comma-separated estimators (bptt cannot run on an endless "
-        "stream)")] = ",".join(DEFAULT_ESTIMATORS),
+    estimators: Annotated[str | None, typer.Option(
+        "--estimators", "-e", help="comma-separated estimators (default: every registered "
+        "estimator that runs online, i.e. all but bptt)")] = None,
     sizes: Annotated[str, typer.Option(
         "--sizes", "-n", help="comma-separated numbers of hidden units n (P = n² + 5n + 2)")]
         = ",".join(str(s) for s in DEFAULT_SIZES),
@@ -119,8 +118,9 @@ def bench(
         "--min-time", help="seconds per timed block (its number of steps is calibrated)")] = 0.05,
     truncation: Annotated[int, typer.Option(
         help="tbptt's truncation (and update interval)")] = DEFAULT_TRUNCATION,
-    rtrl_max_n: Annotated[int, typer.Option(
-        "--rtrl-max-n", help="skip rtrl above this n (0: never skip)")] = RTRL_MAX_N,
+    max_step_ms: Annotated[float, typer.Option(
+        "--max-step-ms", help="skip an estimator at the sizes where one step takes longer than "
+        "this, in milliseconds (0: no limit)")] = MAX_STEP_MS,
     fit_min_n: Annotated[int, typer.Option(
         "--fit-min-n", help="fit the exponents on sizes n ≥ this (0: all sizes)")] = 0,
     threads: Annotated[int, typer.Option(
@@ -128,21 +128,23 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Time one online step (task → forward → loss → estimator → clip → optimizer) for each
-    estimator and model size; print µs per step, the ratio to a forward-only step (readout-only),
-    the estimator's state memory and the fitted scaling exponents.
+    estimator and model size; print µs per step, the ratio to the forward-only step (the
+    estimator that declares forward_only: readout-only), the estimator's state memory and the
+    fitted scaling exponents.
 
     Example: gradflow bench -e uoro,tbptt -n 64,256,1024 --dtype float32 --json
     """
     result_args = dict(
-        estimators=parse_list(estimators, "estimators"), sizes=parse_sizes(sizes),
+        estimators=None if estimators is None else parse_list(estimators, "estimators"),
+        sizes=parse_sizes(sizes),
         batch=batch, backend=backend, dtype=dtype, repeat=repeat, rounds=rounds,
         min_time=min_time,
-        truncation=truncation, threads=threads or None, rtrl_max_n=rtrl_max_n or None,
+        truncation=truncation, threads=threads or None, max_step_ms=max_step_ms or None,
         fit_min_n=fit_min_n or None)
-    if rtrl_max_n < 0 or fit_min_n < 0 or threads < 0:
-        raise BenchError("--rtrl-max-n, --fit-min-n and --threads must not be negative")
-    validate_request(result_args["estimators"], result_args["sizes"], batch, repeat, min_time,
-                     truncation, backend, dtype, rounds)
+    if max_step_ms < 0 or fit_min_n < 0 or threads < 0:
+        raise BenchError("--max-step-ms, --fit-min-n and --threads must not be negative")
+    validate_request(result_args["estimators"] or default_estimators(), result_args["sizes"],
+                     batch, repeat, min_time, truncation, backend, dtype, rounds)
     if as_json:
         typer.echo(json.dumps(run_bench(**result_args).to_dict(), indent=2))
         return

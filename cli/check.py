@@ -76,8 +76,9 @@ def _print_table(result: CheckResult, per_step: bool) -> None:
 def check(
     estimator: Annotated[str, typer.Argument(help="estimator to check (a registered name)")],
     model: Annotated[str, typer.Option("--model", "-m", help="model (a registered name)")] = "rnn",
-    reference: Annotated[str, typer.Option("--reference", "-r",
-                                           help="exact reference estimator")] = "rtrl",
+    reference: Annotated[str | None, typer.Option(
+        "--reference", "-r", help="exact reference estimator (default: the first registered "
+        "estimator that is exact and online, rtrl)")] = None,
     samples: Annotated[int, typer.Option("--samples", "-n",
                                          help="number of independent estimates")] = 1000,
     steps: Annotated[int, typer.Option("--steps", "-T", help="trajectory length")] = 20,
@@ -100,7 +101,7 @@ def check(
                                           "(every step and the sum)")] = False,
 ) -> None:
     """Bias, variance and cosine of ESTIMATOR's gradient estimates against an exact reference
-    (default rtrl), on a frozen random trajectory: N independent estimates of each step's
+    (default: rtrl), on a frozen random trajectory: N independent estimates of each step's
     gradient and of their sum."""
     if samples < 2:
         raise GradflowError(f"--samples must be at least 2, got {samples}")

@@ -26,7 +26,7 @@ from gradflow.runfiles.config import (
 )
 from gradflow.runfiles.config_schema import config_schema, field_descriptions
 from gradflow.runfiles.toml_writer import dumps
-from gradflow.training.trainer import resolve_config
+from gradflow.training.components import resolve_config
 
 config_app = typer.Typer(
     help="Inspect training configurations: the JSON schema, and a file resolved with defaults.",

@@ -19,7 +19,7 @@ What plugins and users import is re-exported here: ``import gradflow`` is the pu
 from __future__ import annotations
 
 from gradflow.contracts.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
-from gradflow.contracts.blocking import block_size, blocks
+from gradflow.contracts.blocking import TEMPORARY_BLOCK, block_size, blocks
 from gradflow.contracts.errors import (
     BackendUnavailableError,
     BenchError,
@@ -42,22 +42,25 @@ from gradflow.contracts.errors import (
     TrainingError,
     TrainingInterrupted,
 )
-from gradflow.contracts.estimator import Estimator, EstimatorOptions, StepRecord
+from gradflow.contracts.estimator import KINDS, Estimator, EstimatorOptions, StepRecord
 from gradflow.contracts.layout import ParamLayout, ParamSpec
 from gradflow.contracts.losses import LN2, get_loss
 from gradflow.contracts.model import (
     ALL_CAPABILITIES,
     FORWARD,
     JVP_STATE,
+    OPTIONAL_PRIMITIVES,
     PARAM_JACOBIAN,
     PARAM_ROW_SQNORMS,
     READOUT,
     VJP,
+    VJP_PARAM_SQNORMS,
     Model,
     ModelOptions,
 )
 from gradflow.contracts.random import CounterRNG
 from gradflow.contracts.readout import AffineReadout, AffineReadoutModel, sigmoid
+from gradflow.contracts.state import PerStream, Scalar, Shared, State, Window
 from gradflow.contracts.task import Batch, Task, TaskOptions
 from gradflow.registry.discovery import (
     get_registry,
@@ -87,11 +90,15 @@ __all__ = [
     "DTYPE_NAMES",
     "FORWARD",
     "JVP_STATE",
+    "KINDS",
     "LN2",
+    "OPTIONAL_PRIMITIVES",
     "PARAM_JACOBIAN",
     "PARAM_ROW_SQNORMS",
     "READOUT",
+    "TEMPORARY_BLOCK",
     "VJP",
+    "VJP_PARAM_SQNORMS",
     "AffineReadout",
     "AffineReadoutModel",
     "Backend",
@@ -114,13 +121,17 @@ __all__ = [
     "ParamLayout",
     "ParamSpec",
     "PathPolicyError",
+    "PerStream",
     "PlotError",
     "PluginError",
     "PluginFailed",
     "Run",
     "RunDirError",
+    "Scalar",
     "ScalingError",
     "ShapeError",
+    "Shared",
+    "State",
     "StepRecord",
     "SweepError",
     "SweepSetupError",
@@ -131,6 +142,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingError",
     "TrainingInterrupted",
+    "Window",
     "__version__",
     "block_size",
     "blocks",

@@ -64,3 +64,70 @@ Trainer.advance = advance_then_pause
 sys.argv = ["gradflow", *args]
 main()
 """
+
+
+def without(model, *primitives: str):
+    """``model`` as a model that lacks ``primitives``: a fresh subclass of ``gradflow.Model``
+    that does what ``model`` does by delegation and implements every optional primitive of
+    ``model`` but those (capabilities are derived from the methods a class implements)."""
+    import gradflow
+
+    keep = [p for p in gradflow.OPTIONAL_PRIMITIVES if model.has(p) and p not in primitives]
+    required = ("init_params", "initial_state", "forward", "readout", "readout_vjp")
+
+    def delegate(name: str):
+        return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)
+
+    def init(self, options, backend) -> None:
+        gradflow.Model.__init__(self, options, backend)
+        self.inner = model
+        self.layout, self.n_state = model.layout, model.n_state
+
+    cls = type(f"{type(model).__name__}Without", (gradflow.Model,), {
+        "name": f"{model.name}-without-{'-'.join(primitives)}", "Options": model.Options,
+        "__init__": init, **{name: delegate(name) for name in (*required, *keep)}})
+    return cls(model.options, model.backend)
+
+
+# -- the registry, for tests that cover every estimator or every model --------------------------
+#: the sizes the tests build models at (each model takes those of its options it has)
+TEST_SIZES = {"n_in": 3, "n_hidden": 5, "n_out": 2}
+
+
+def registered(plugin_kind: str, /, **where) -> list[str]:
+    """The names of the registered plugins of ``plugin_kind`` ("estimator", "model", "task"), in
+    registration order, whose classes
+    have every attribute of ``where`` equal to the given value (``kind="exact"``,
+    ``online=True``, ``stochastic=True``...): a new plugin is covered without editing a test."""
+    import gradflow
+
+    return [info.name for info in gradflow.get_registry().entries[plugin_kind].values()
+            if all(getattr(info.cls, key) == value for key, value in where.items())]
+
+
+def small_model(name: str, backend="numpy", dtype: str | None = None, **options):
+    """The registered model ``name`` at the test sizes (those of :data:`TEST_SIZES` its options
+    accept), with ``options`` on top."""
+    import gradflow
+
+    fields = gradflow.get_registry().get("model", name).options.model_fields
+    sized = {k: v for k, v in TEST_SIZES.items() if k in fields}
+    try:
+        return gradflow.create_model(name, backend, dtype, **{**sized, **options})
+    except gradflow.PluginError:  # sizes this model does not allow (influence: n_out = 1)
+        return gradflow.create_model(name, backend, dtype, **options)
+
+
+def fits(estimator: str, model: str) -> bool:
+    """Whether the model provides every primitive the estimator requires."""
+    import gradflow
+
+    registry = gradflow.get_registry()
+    return registry.get("estimator", estimator).cls.requires <= \
+        registry.get("model", model).cls.capabilities
+
+
+def pairs(**where) -> list[tuple[str, str]]:
+    """Every registered (estimator, model) pair that fits, estimators filtered by ``where``."""
+    return [(e, m) for e in registered("estimator", **where) for m in registered("model")
+            if fits(e, m)]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import gradflow
+import gradflow.tools.bench as bench_module
 from gradflow import ScalingError
 from gradflow.tools.bench import (
     CONTROL,
@@ -96,7 +97,7 @@ def test_fit_errors() -> None:
 def test_bench_json_has_every_field(monkeypatch, capsys) -> None:
     code, out, err = cli(monkeypatch, capsys, "bench", "-e", "uoro,tbptt,rtrl", "-n", "4,6,8",
                          "--repeat", "2", "--rounds", "2", "--min-time", "0.001", "--truncation",
-                         "4", "--rtrl-max-n", "6", "--json")
+                         "4", "--max-step-ms", "0", "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["backend"] == "numpy" and data["dtype"] == "float64" and data["batch"] == 1
@@ -106,10 +107,8 @@ def test_bench_json_has_every_field(monkeypatch, capsys) -> None:
     assert {"cpu", "cpu_count", "python", "numpy", "blas", "platform"} <= set(data["machine"])
     assert "median" in data["method"]
     rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
-    assert set(rows) == {(e, n) for e in ("uoro", "tbptt") for n in (4, 6, 8)} | {
-        ("rtrl", 4), ("rtrl", 6)}
-    assert data["skipped"] == [{"estimator": "rtrl", "n": 8, "reason": data["skipped"][0][
-        "reason"]}] and "rtrl above n = 6" in data["skipped"][0]["reason"]
+    assert set(rows) == {(e, n) for e in ("uoro", "tbptt", "rtrl") for n in (4, 6, 8)}
+    assert data["skipped"] == []
     for (name, n), row in rows.items():
         assert row["P"] == n * n + 5 * n + 2 and row["P_rec"] == n * n + 3 * n
         assert row["blocks"] == 4 and len(row["block_us"]) == 4
@@ -133,7 +132,27 @@ def test_bench_json_has_every_field(monkeypatch, capsys) -> None:
         fit = data["fits"][name]
         assert fit["points"] == 3 and {"slope", "exponent", "overhead"} <= set(fit)
         assert fit["p_min"] == 4 * 4 + 22 and fit["p_max"] == 8 * 8 + 42
-    assert data["fits"]["rtrl"]["points"] == 2 and data["fits"]["rtrl"]["exponent"] is None
+    assert data["fits"]["rtrl"]["points"] == 3
+
+
+def test_a_slow_step_skips_its_size_and_the_larger_ones() -> None:
+    """Whatever the estimator: a step slower than max_step_ms is not measured, nor larger n."""
+    result = run_bench(["rtrl"], [4, 6], repeat=1, min_time=0.001, max_step_ms=1e-6)
+    assert result.rows == [] and set(result.fits) == {CONTROL}
+    skipped = {(s["estimator"], s["n"]): s["reason"] for s in result.skipped}
+    assert set(skipped) == {(e, n) for e in ("readout-only", "rtrl") for n in (4, 6)}
+    assert skipped["rtrl", 4].startswith("one step took") and "--max-step-ms 1e-06" in \
+        skipped["rtrl", 4]
+    assert skipped["rtrl", 6].startswith("skipped with n = 4: one step took")
+
+
+def test_a_state_that_does_not_fit_in_memory_is_never_built(monkeypatch) -> None:
+    """The declared state is counted before anything is allocated."""
+    monkeypatch.setattr(bench_module, "free_memory", lambda backend: 4 * 8 * 80)
+    result = run_bench(["uoro"], [4, 8], repeat=1, min_time=0.001)
+    assert [(r.estimator, r.n) for r in result.rows] == [("uoro", 4)]
+    (skip,) = [s for s in result.skipped if s["estimator"] == "uoro"]
+    assert skip["n"] == 8 and "exceeds 25% of the free memory" in skip["reason"]
 
 
 def test_bench_table_and_fit_range(monkeypatch, capsys) -> None:
@@ -184,8 +203,9 @@ def test_tbptt_state_is_its_window_of_caches() -> None:
     trainer = make_trainer("tbptt", n, batch=B, truncation=k)
     for _ in range(2 * k + 2):
         trainer.advance()
-    # k stored steps of h, x (2 inputs), s and δ per stream, plus the readout sum g_out
-    assert state_bytes(trainer) == 8 * (k * B * (n + 2 + n + n) + 2 * n + 2)
+    # k stored steps of h, x (2 inputs), s and δ per stream, the readout sum g_out, and the mask
+    # of the streams at a sequence boundary (B booleans)
+    assert state_bytes(trainer) == 8 * (k * B * (n + 2 + n + n) + 2 * n + 2) + B
 
 
 @pytest.mark.parametrize("name,limit", [("readout-only", 1.5), ("tbptt", 1.5), ("uoro", 1.5),
@@ -229,7 +249,7 @@ def test_bench_config_is_the_asv_suite_config() -> None:
 
 # -- errors: one line, exit code 2 ------------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
-    (["-e", "bptt"], "cannot be benchmarked online"),
+    (["-e", "bptt"], "estimator 'bptt' is not online"),
     (["-e", "nope"], "unknown estimator 'nope'"),
     (["-n", "0,4"], "not a positive number"),
     (["-n", "4,x"], "'x' is not a whole number"),

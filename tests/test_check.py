@@ -24,20 +24,20 @@ class NoisyRTRL(gradflow.Estimator):
     name = "noisy-rtrl"
     description = "RTRL + Gaussian noise (test plugin)"
     requires = frozenset({gradflow.JVP_STATE, gradflow.PARAM_JACOBIAN})
+    kind = "unbiased"
     stochastic = True
 
     class Options(gradflow.EstimatorOptions):
         sigma: float = 0.5
 
-    def _allocate(self, batch: int) -> None:
-        self.G = self.xp.zeros((batch, self.model.n_state, self.layout.n_rec), dtype=self.dtype)
+    def state_fields(self) -> list[Any]:
+        return [gradflow.PerStream("G", (self.model.n_state, self.layout.n_rec))]
 
     def step(self, record: gradflow.StepRecord) -> Any:
-        xp, m = self.xp, self.model
-        self.G = m.jvp_state(record.theta, record.cache, self.G) + m.param_jacobian(
+        xp, m, state = self.xp, self.model, self.state
+        state.G = m.jvp_state(record.theta, record.cache, state.G) + m.param_jacobian(
             record.theta, record.cache)
-        g = self.full_direction(xp.sum(record.delta[:, None, :] @ self.G, axis=(0, 1)),
-                                record.grad_out)
+        g = xp.concat([xp.sum(record.delta[:, None, :] @ state.G, axis=(0, 1)), record.grad_out])
         return g + self.options.sigma * self.rng.normal((self.layout.size,), self.dtype)
 
 

@@ -193,13 +193,13 @@ def test_blocked_kalman_filter_is_bitwise_the_whole_array_formula() -> None:
     est.start(1, seed=0)
     rng = np.random.default_rng(3)
     J = rng.uniform(0.0, 2.0, size=size)
-    est.J_theta[...] = J
+    est.state.J_theta[...] = J
     g = rng.normal(size=size) * 10.0 ** rng.integers(-3, 200, size=size)  # some ĝ² overflow
-    out = np.asarray(est._finish(np.array(g)))
+    out = np.asarray(est.finish(np.array(g)))
     gamma = 1.0 / (1 + 100.0)
     with np.errstate(over="ignore"):
         J = np.minimum(J * (1.0 - gamma) + (g * g) * gamma, information_cap(np, np.float64))
     inv = (J + 1e-3) ** -1.0
-    np.testing.assert_array_equal(np.asarray(est.J_theta), J)
+    np.testing.assert_array_equal(np.asarray(est.state.J_theta), J)
     np.testing.assert_array_equal(np.asarray(est._inv), inv)
     np.testing.assert_array_equal(out, g * inv)

@@ -96,33 +96,19 @@ class _Spoiler(gradflow.Estimator):
     name = "spoiler-test"
     how, bad = "theta", 0
 
-    def _allocate(self, batch: int) -> None:
-        self.zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
-        self.memory = self.xp.zeros((3,), dtype=self.dtype)
-        self.count = 0
-
-    def state_arrays(self) -> dict[str, Any]:
-        return {"memory": self.memory}
-
-    def load_state_arrays(self, arrays: dict[str, Any]) -> None:
-        self.memory = arrays["memory"]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.count = int(state["count"])
+    def state_fields(self) -> list[Any]:
+        return [gradflow.Shared("memory", (3,)), gradflow.Scalar("count", 0)]
 
     def step(self, record: StepRecord) -> Any:
-        self.count += 1
-        direction = self.full_direction(self.zeros, record.grad_out)
-        if self.count == self.bad and self.how == "gradient":
+        state = self.state
+        state.count += 1
+        direction = self.fill_direction(0.0, record.grad_out)
+        if state.count == self.bad and self.how == "gradient":
             direction = direction * float("inf")
-        if self.count == self.bad and self.how == "theta":
+        if state.count == self.bad and self.how == "theta":
             record.theta[0] = float("nan")  # the loss of this step was already computed
-        if self.count >= self.bad and self.how == "state":
-            self.memory = self.memory * float("nan")
+        if state.count >= self.bad and self.how == "state":
+            state.memory = state.memory * float("nan")
         return direction
 
 

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 import gradflow
 from gradflow import GradflowError
 from gradflow.runfiles.config import SECTIONS, TrainConfig, build_config, config_from_dict
-from gradflow.training.trainer import resolve_config
+from gradflow.training.components import resolve_config
 
 DEFAULT_EXAMPLES, SLOW_EXAMPLES = 200, 600
 

@@ -9,12 +9,16 @@ from typing import Any
 import array_api_compat.numpy as npx
 import numpy as np
 import pytest
-from gradflow_plugins.models.rnn import RNN
+from gradflow_plugins.estimators.rank_one import RankOneEstimator
 
 import gradflow
 from gradflow.verification.statistics import random_trajectory
+from tests.helpers import registered, without
 
-RANK_ONE = ["uoro", "nobacktrack", "kalman-nobacktrack"]
+#: the registered members of the rank-one family (UORO, NoBackTrack, Kalman-NoBackTrack, and any
+#: estimator built on the same base)
+RANK_ONE = [name for name in registered("estimator")
+            if issubclass(gradflow.get_registry().get("estimator", name).cls, RankOneEstimator)]
 
 
 def _records(model: gradflow.Model, theta: Any, inputs: np.ndarray,
@@ -42,7 +46,7 @@ def _problem(backend: Any = "numpy", B: int = 3, T: int = 12, scale: float = 2.0
     return model, _records(model, model.backend.to_numpy(theta) * scale, inputs, targets)
 
 
-# -- the equations of DESIGN §6, written out densely (with F_t from param_jacobian) -----------
+# -- the equations of docs/architecture.md §6, written densely (F_t from param_jacobian) --------
 class _Dense:
     """The three estimators with dense J_t and F_t, per stream, in NumPy."""
 
@@ -105,8 +109,8 @@ def test_equations_as_in_the_design(name: str) -> None:
     for t, rec in enumerate(records):
         got, want = np.asarray(est.step(rec)), dense.step(rec)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"step {t}")
-    np.testing.assert_allclose(np.asarray(est.v), dense.v, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(est.w), dense.w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(est.state.v), dense.v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(est.state.w), dense.w, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", RANK_ONE)
@@ -155,9 +159,9 @@ def test_reset_zeroes_only_the_masked_streams(backend64: gradflow.Backend, name:
     est.start(3, seed=2)
     for rec in records[:4]:
         est.step(rec)
-    before = {k: backend64.to_numpy(v).copy() for k, v in est.state_arrays().items()}
+    before = {k: backend64.to_numpy(v).copy() for k, v in vars(est.state).items()}
     est.reset(backend64.asarray(np.array([True, False, True])))
-    after = {k: backend64.to_numpy(v) for k, v in est.state_arrays().items()}
+    after = {k: backend64.to_numpy(v) for k, v in vars(est.state).items()}
     for key in ("v", "w"):
         assert np.all(after[key][[0, 2]] == 0) and np.any(before[key][[0, 2]] != 0)
         assert np.array_equal(after[key][1], before[key][1])
@@ -166,7 +170,7 @@ def test_reset_zeroes_only_the_masked_streams(backend64: gradflow.Backend, name:
             assert np.array_equal(after[key], before[key])
     # a reset stream then behaves like a fresh start: its first estimate uses F_t alone
     est.step(records[4])
-    assert np.all(np.isfinite(backend64.to_numpy(est.state_arrays()["w"])))
+    assert np.all(np.isfinite(backend64.to_numpy(est.state.w)))
 
 
 @pytest.mark.parametrize("name", RANK_ONE)
@@ -197,7 +201,7 @@ def test_no_nan_with_saturated_units_or_zero_state(name: str, dtype: str) -> Non
     est.start(3, seed=0)
     for rec in records:
         assert np.all(np.isfinite(np.asarray(est.step(rec))))
-    assert all(np.all(np.isfinite(np.asarray(v))) for v in est.state_arrays().values())
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in vars(est.state).values())
     zero = gradflow.create_model("rnn", dtype=dtype, n_in=3, n_hidden=6, n_out=2)
     theta = zero.init_params(0)
     recs = _records(zero, zero.backend.to_numpy(theta), np.zeros((30, 2, 3)),
@@ -206,7 +210,7 @@ def test_no_nan_with_saturated_units_or_zero_state(name: str, dtype: str) -> Non
     est.start(2, seed=0)
     for rec in recs:
         assert np.all(np.isfinite(np.asarray(est.step(rec))))
-    assert all(np.all(np.isfinite(np.asarray(v))) for v in est.state_arrays().values())
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in vars(est.state).values())
 
 
 def test_kalman_returns_the_preconditioned_step_and_frozen_gradients_the_raw_one() -> None:
@@ -226,15 +230,15 @@ def test_kalman_returns_the_preconditioned_step_and_frozen_gradients_the_raw_one
         gamma = 1.0 / (t + 1 + 100.0)
         J = (1 - gamma) * J + gamma * raw[t] ** 2
         np.testing.assert_allclose(pre[t], raw[t] / (J + 1e-3), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(est.J_theta), J, rtol=1e-12)
-    assert est.t == len(records)
+    np.testing.assert_allclose(np.asarray(est.state.J_theta), J, rtol=1e-12)
+    assert est.state.t == len(records)
     # a constant γ instead of the 1/(t + t0) schedule
     const = gradflow.create_estimator("kalman-nobacktrack", model, gamma=0.1)
     raw_c = gradflow.frozen_gradients(model, const, theta, inputs, targets, seed=3)
     J = np.zeros(model.layout.size)
     for t in range(len(records)):
         J = 0.9 * J + 0.1 * raw_c[t] ** 2
-    np.testing.assert_allclose(np.asarray(const.J_theta), J, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(const.state.J_theta), J, rtol=1e-12)
 
 
 def test_options_defaults_and_validation() -> None:
@@ -257,13 +261,9 @@ def test_options_defaults_and_validation() -> None:
         gradflow.create_estimator("kalman-nobacktrack", model, gamma=2.0)
 
 
-class _NoRowNorms(RNN):
-    name = "rnn-no-row-norms"
-    capabilities = RNN.capabilities - {gradflow.PARAM_ROW_SQNORMS, gradflow.PARAM_JACOBIAN}
-
-
 def test_capabilities() -> None:
-    model = _NoRowNorms(RNN.Options(n_hidden=4), gradflow.get_backend())
+    model = without(gradflow.create_model("rnn", n_hidden=4), gradflow.PARAM_ROW_SQNORMS,
+                    gradflow.PARAM_JACOBIAN)
     gradflow.create_estimator("uoro", model)  # UORO needs only a JVP and a VJP
     for name in ("nobacktrack", "kalman-nobacktrack"):
         with pytest.raises(gradflow.CapabilityError, match="param_row_sqnorms"):

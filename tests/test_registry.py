@@ -47,10 +47,9 @@ def test_wrong_option_names_option_and_plugin() -> None:
 
 
 class _Partial(gradflow.Model):
-    """A model without parameter Jacobians (only forward, readout and vjp)."""
+    """A model without parameter Jacobians: h' = θ ⊙ h, with forward, readout and vjp only."""
 
     name = "partial"
-    capabilities = frozenset({gradflow.FORWARD, gradflow.READOUT, gradflow.VJP})
 
     def __init__(self, options: Any, backend: Any) -> None:
         super().__init__(options, backend)
@@ -69,6 +68,9 @@ class _Partial(gradflow.Model):
     def readout_vjp(self, theta: Any, h: Any, u: Any) -> Any:
         return u, self.xp.zeros((0,), dtype=self.dtype)
 
+    def vjp(self, theta: Any, cache: Any, u: Any) -> Any:
+        return u * theta, u * cache["h"]
+
 
 class _Hostile:
     @gradflow.hookimpl
@@ -85,7 +87,6 @@ class _Hostile:
         class Dup(gradflow.Estimator):
             name = "rtrl"  # already registered by the built-ins
 
-            def _allocate(self, batch: int) -> None: ...
             def step(self, record: Any) -> None: ...
 
         class LaxOptions(BaseModel):  # forgets extra="forbid"
@@ -95,7 +96,6 @@ class _Hostile:
             name = "lax"
             Options = LaxOptions
 
-            def _allocate(self, batch: int) -> None: ...
             def step(self, record: Any) -> None: ...
 
         register(Dup)

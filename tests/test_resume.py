@@ -150,7 +150,7 @@ def test_sigint_mid_window_checkpoints_and_exits_cleanly(tmp_path: Path, monkeyp
     assert summary["status"] == "interrupted" and summary["steps"] == 1234
     _, meta = load_checkpoint(stopped / "checkpoint")
     assert meta["state"]["loop"]["window_steps"] == 34
-    assert meta["state"]["estimator"]["pending_losses"] == 4
+    assert meta["state"]["estimator"]["pending"] == 4
 
     assert cli(monkeypatch, "train", "--resume", str(stopped), "-q") == 0
     assert_same_run(whole, stopped)

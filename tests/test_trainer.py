@@ -93,7 +93,7 @@ def test_checkpoint_loads_without_pickle(tmp_path: Path) -> None:
     assert {"theta", "h", "optimizer.m", "optimizer.v", "task.history",
             "estimator.array.g_out", "loop.loss_sum", "loop.final_sum"} <= set(arrays)
     est = meta["state"]["estimator"]
-    assert est["rng.seed"] == trainer.parts.seeds["estimator"] and est["history_len"] == 10
+    assert est["rng.seed"] == trainer.parts.seeds["estimator"] and est["hist.length"] == 10
     assert meta["config"] == trainer.config.model_dump(mode="json")
     # the task state round-trips into a fresh task: it continues the same stream
     task = gradflow.create_task("add", seed=123)
@@ -185,14 +185,13 @@ class _Broken(ReadoutOnly):
 
     name = "broken-test"
 
-    def _allocate(self, batch):
-        super()._allocate(batch)
-        self.count = 0
+    def state_fields(self):
+        return [gradflow.Scalar("count", 0)]
 
     def step(self, record):
-        self.count += 1
+        self.state.count += 1
         direction = super().step(record)
-        return direction * float("nan") if self.count >= 150 else direction
+        return direction * float("nan") if self.state.count >= 150 else direction
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ Done block by block, every operation of a pass works on a slice of ``block_size(
 are slices, reused by the allocator from one block to the next. The arithmetic on every element
 is unchanged, so the results are bit for bit those of the whole-array expressions.
 
-On a GPU (CuPy) a block is the whole array: a kernel launch costs microseconds, and the device's
-memory system streams the whole array in one kernel.
+On a GPU (CuPy) a block of an elementwise pass is the whole array: a kernel launch costs
+microseconds, and the device's memory system streams the whole array in one kernel.
+
+Hot paths that form a temporary (an outer product, a product over streams) cut it into pieces of
+at most :data:`TEMPORARY_BLOCK` numbers, on every backend.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from array_api_compat import is_cupy_namespace
 
 #: numbers per block on a CPU (256 KiB in float64): a few such slices fit in a core's L2 cache
 CPU_BLOCK = 1 << 15
+#: numbers per temporary that a hot path forms and consumes at once (2 MiB in float64: an outer
+#: product of a band of rows, a block of columns of w̃ for all streams): it stays in the cache
+#: between being formed and being used, and the allocator reuses its memory from one block to
+#: the next (no page faults per step)
+TEMPORARY_BLOCK = 1 << 18
 
 
 def block_size(xp: Any) -> int:

@@ -1,34 +1,73 @@
 """The estimator contract.
 
 Timing convention: step t reads x_t, computes h_t = f(h_{t−1}, x_t), ŷ_t = g(h_t) and the loss ℓ_t.
-G_t = ∂h_t/∂θ_rec, δ_t = ∂ℓ_t/∂h_t. The trainer runs forward and loss; the estimator receives a
-:class:`StepRecord` (θ, the forward cache, δ_t, ∂ℓ_t/∂θ_out) and returns a direction for θ of shape
-(P,) — an estimate of the gradient of the losses it accounts for — or ``None`` on steps where it
-has nothing to say (TBPTT between its updates).
+G_t = ∂h_t/∂θ_rec, δ_t = ∂ℓ_t/∂h_t (docs/architecture.md §6).
 
-At a sequence boundary the trainer calls :meth:`Estimator.reset` with a boolean mask over streams
-*before* the step whose previous state was replaced by h_0; nothing may flow across it.
+**What a step receives.** The one online step (:func:`gradflow.training.step.online_step`) runs
+the forward step, the loss and the readout VJP, then calls :meth:`Estimator.step` with a
+:class:`StepRecord`: θ, the model's forward cache of the step, δ_t and ∂ℓ_t/∂θ_out.
 
-Estimator state is a flat dict of arrays and scalars, its random generator included, so that a
-checkpoint stores it and a resumed run continues bit for bit.
+**What it returns.** A direction for θ of shape (P,) — an estimate of the gradient of the losses
+it accounts for — or ``None`` on steps where it has nothing to say (TBPTT between its updates).
+
+**Its state**, declared once in :meth:`Estimator.state_fields` (see :mod:`gradflow.contracts.state`)
+and held in :attr:`Estimator.state`: the base class allocates it (:meth:`Estimator.start`), resets
+the per-stream fields of streams that start a new sequence (:meth:`Estimator.reset`), snapshots,
+loads and copies it with the random generator (:meth:`Estimator.state_dict`,
+:meth:`Estimator.load_state_dict`, :meth:`Estimator.copy`), so that a checkpoint stores it and a
+resumed run continues bit for bit.
+
+**Who owns which buffer.**
+
+* The record's arrays belong to the caller. An estimator never modifies them. It may keep the
+  cache and δ_t (they are never modified after the step; TBPTT keeps a window of them), but not θ,
+  which the optimizer updates in place after the step.
+* The returned direction belongs to the caller until the next call of :meth:`~Estimator.step`,
+  :meth:`~Estimator.flush` or :meth:`~Estimator.reset`; the caller may modify it in place (the
+  trainer clips it in place). An estimator may return the same preallocated buffer every step
+  (:meth:`~Estimator.direction_buffer`) and must overwrite all of it each time; it must never
+  read it back as state.
+* :attr:`Estimator.state` belongs to the estimator: :meth:`~Estimator.step` updates it, in place
+  or by replacing arrays. :meth:`~Estimator.state_dict` returns copies and
+  :meth:`~Estimator.load_state_dict` copies in, so neither side aliases the other.
+
+**Extension points** (all public; only :meth:`~Estimator.step` is required):
+:meth:`~Estimator.state_fields`, :meth:`~Estimator.setup_workspace`, :meth:`~Estimator.on_reset`,
+:meth:`~Estimator.flush`, :meth:`~Estimator.stream_estimates` and
+:attr:`~Estimator.update_interval`;
+and the class attributes ``name``, ``description``, ``Options``, ``requires``, ``kind``,
+``stochastic``, ``online``, ``forward_only``, ``optimizer_defaults``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from gradflow.contracts.model import Cache, Model
 from gradflow.contracts.random import CounterRNG
+from gradflow.contracts.state import (
+    State,
+    StateField,
+    allocate,
+    check_fields,
+    reset_streams,
+    restore,
+    snapshot,
+)
 
 Array = Any
 StateDict = dict[str, Any]
+#: what an estimator's direction is, against the exact gradient ∂ℓ/∂θ with θ frozen
+Kind = Literal["exact", "unbiased", "biased"]
+KINDS: tuple[Kind, ...] = ("exact", "unbiased", "biased")
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """What an estimator sees of one step.
 
@@ -51,19 +90,31 @@ class EstimatorOptions(BaseModel):
 
 
 class Estimator(ABC):
-    """Base class of estimator plugins.
+    """Base class of estimator plugins (see the module docstring for the contract).
 
-    Subclasses set ``name``, ``description``, ``Options`` and ``requires`` (the model primitives
-    they call) and implement :meth:`start` and :meth:`step`.
+    A subclass sets ``name`` (and ``description``, ``Options``, ``requires``, ``kind``...),
+    declares its state in :meth:`state_fields` and implements :meth:`step`.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = EstimatorOptions
-    #: model capabilities this estimator calls
+    #: model primitives (capabilities) this estimator calls
     requires: ClassVar[frozenset[str]] = frozenset()
-    #: True if the estimate is random (unbiased estimators); False for exact ones.
+    #: what the direction is with θ frozen: ``"exact"`` (equal to the gradient of the losses it
+    #: accounts for, e.g. RTRL), ``"unbiased"`` (its expectation is), or ``"biased"`` (equal to
+    #: its own defining formula only, e.g. truncated BPTT). The conformance suite checks each
+    #: kind against its reference.
+    kind: ClassVar[Kind] = "biased"
+    #: True if a step draws from the estimator's random generator (the estimate is random)
     stochastic: ClassVar[bool] = False
+    #: False for an estimator that cannot run on an endless stream (BPTT updates only when every
+    #: stream ends a sequence, and its memory grows with the sequence)
+    online: ClassVar[bool] = True
+    #: True for an estimator that adds nothing to the forward step but the exact readout
+    #: gradient (its recurrent part is always zero): the forward-cost baseline of ``gradflow
+    #: bench``
+    forward_only: ClassVar[bool] = False
     #: optimizer settings the trainer uses with this estimator unless the user sets them, e.g.
     #: ``{"clip_rec": 0.1}`` for a rank-one estimator whose raw recurrent estimates are noisy
     #: (keys are fields of the ``optimizer`` section of :class:`gradflow.TrainConfig`).
@@ -83,39 +134,44 @@ class Estimator(ABC):
         self.layout = model.layout
         self.batch = 0
         self.rng = CounterRNG(self.xp, 0)
+        #: the estimator's state: one attribute per declared field (see :meth:`state_fields`)
+        self.state = State()
+        self._fields: tuple[StateField, ...] = ()
+        self._direction: Array | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, options={self.options!r})"
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, batch: int, seed: int = 0) -> None:
-        """(Re)initialise the state for ``batch`` streams; seed the estimator's generator."""
-        self.batch = int(batch)
-        self.rng = CounterRNG(self.xp, seed)
-        self._allocate(self.batch)
+    # -- what a subclass declares and implements ---------------------------------------------
+    def state_fields(self) -> Sequence[StateField]:
+        """The estimator's state: :class:`~gradflow.PerStream`, :class:`~gradflow.Shared`,
+        :class:`~gradflow.Scalar` and :class:`~gradflow.Window` declarations (sizes from the
+        model and the options; the number of streams is added by the base class). Called by
+        :meth:`start` and :meth:`load_state_dict`. Default: no state (a memoryless estimator)."""
+        return ()
 
-    @abstractmethod
-    def _allocate(self, batch: int) -> None:
-        """Create the state arrays for ``batch`` streams (all at their initial values)."""
+    def setup_workspace(self) -> None:  # noqa: B027 - optional hook
+        """Called after the state was created (:meth:`start`) or loaded (:meth:`load_state_dict`):
+        allocate buffers and compute values derived from the state (not part of it, never
+        checkpointed). Default: nothing."""
 
-    def reset(self, mask: Array) -> None:
-        """Streams where ``mask`` (B,) is true start a new sequence at the next step.
-
-        The default does nothing (estimators without memory of the past); estimators with
-        per-stream state zero it for those streams.
-        """
-        return None
+    def on_reset(self, mask: Array) -> None:  # noqa: B027 - optional hook
+        """Called by :meth:`reset` after the per-stream fields declared ``reset=True`` were put
+        back at their initial values: anything else a sequence boundary means to this estimator
+        (TBPTT cuts its backward pass there). Default: nothing."""
 
     @abstractmethod
     def step(self, record: StepRecord) -> Array | None:
         """Consume one step; return a direction for θ, shape (P,), or ``None``.
 
-        The returned array belongs to the caller only until the next call of :meth:`step`,
-        :meth:`flush` or :meth:`reset`: an estimator may return the same preallocated buffer every
-        step (the built-in ones do, see :meth:`direction_buffer`), and the caller may modify it in
-        place (the trainer clips it in place). A caller that keeps it must copy it; an estimator
-        must not keep the returned array as part of its state.
+        The returned array belongs to the caller until the next call of :meth:`step`,
+        :meth:`flush` or :meth:`reset`, and the caller may modify it in place (see the module
+        docstring: who owns which buffer).
         """
+
+    def flush(self, theta: Array) -> Array | None:
+        """End of the data: return what is still pending (TBPTT, BPTT), or ``None``."""
+        return None
 
     def stream_estimates(self) -> Array | None:
         """Per-stream recurrent parts of the last step's estimate, shape (B, P_rec), or ``None``.
@@ -128,37 +184,67 @@ class Estimator(ABC):
         """
         return None
 
-    def flush(self, theta: Array) -> Array | None:
-        """End of the data: return what is still pending (TBPTT, BPTT), or ``None``."""
-        return None
+    @property
+    def update_interval(self) -> int | None:
+        """Steps between two directions on an endless stream: 1 (every step, the default), k1
+        for TBPTT, ``None`` for an estimator that returns directions only at sequence boundaries
+        (``online = False``)."""
+        return 1 if self.online else None
 
-    # -- state -------------------------------------------------------------------------------
-    def state_arrays(self) -> dict[str, Array]:
-        """The estimator's arrays by name (subclasses list theirs)."""
-        return {}
+    # -- lifecycle, done by the base class ---------------------------------------------------
+    def start(self, batch: int, seed: int = 0) -> None:
+        """(Re)initialise the state for ``batch`` streams; seed the estimator's generator."""
+        self.batch = int(batch)
+        self.rng = CounterRNG(self.xp, seed)
+        self._fields = check_fields(self.state_fields(), self._owner)
+        self.state = allocate(self._fields, self.xp, self.dtype, self.batch)
+        self.setup_workspace()
 
-    def load_state_arrays(self, arrays: dict[str, Array]) -> None:
-        for key, value in arrays.items():
-            setattr(self, key, value)
+    def reset(self, mask: Array) -> None:
+        """Streams where ``mask`` (B,) is true start a new sequence at the next step: their
+        per-stream fields declared ``reset=True`` go back to their initial values, then
+        :meth:`on_reset` is called. Nothing of such a stream's past may flow across."""
+        reset_streams(self._fields, self.state, self.xp, mask)
+        self.on_reset(mask)
 
     def state_dict(self) -> StateDict:
-        """Flat dict of arrays and scalars: the whole state, random generator included.
-
-        A snapshot: the arrays are copies, since the hot paths update the state in place.
-        """
-        state: StateDict = {"batch": self.batch}
-        state.update({f"rng.{k}": v for k, v in self.rng.get_state().items()})
-        state.update({f"array.{k}": self.copy_array(v) for k, v in self.state_arrays().items()})
-        return state
+        """The whole state as a flat dict of arrays (copies: the hot paths update the state in
+        place) and JSON scalars, the random generator and the number of streams included."""
+        out: StateDict = {"batch": self.batch}
+        out.update({f"rng.{k}": v for k, v in self.rng.get_state().items()})
+        out.update(snapshot(self._fields, self.state, self.copy_array))
+        return out
 
     def load_state_dict(self, state: StateDict) -> None:
-        """Restore a :meth:`state_dict` (copying its arrays: ``state`` stays untouched)."""
-        self.batch = int(state["batch"])
-        self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
-        arrays = {k[len("array."):]: self.load_array(v) for k, v in state.items()
-                  if k.startswith("array.")}
-        self.load_state_arrays(arrays)
+        """Restore a :meth:`state_dict` (its arrays are copied: ``state`` stays untouched).
 
+        Every declared field must be there with its declared shape (a
+        :class:`~gradflow.ShapeError` names the one that is not)."""
+        self.batch = int(state["batch"])
+        self.rng = CounterRNG(self.xp, int(state["rng.seed"]), int(state["rng.counter"]))
+        self._fields = check_fields(self.state_fields(), self._owner)
+        self.state = restore(self._fields, state, self.load_array, self.batch, self._owner)
+        self.setup_workspace()
+
+    def copy(self) -> Estimator:
+        """An independent estimator of the same class, options and model, in the same state
+        (the preconditioning switch included): stepping one leaves the other as it was."""
+        other = type(self)(self.model, self.options)
+        other.precondition = self.precondition
+        other.load_state_dict(self.state_dict())
+        return other
+
+    @property
+    def state_spec(self) -> tuple[StateField, ...]:
+        """The declarations of :meth:`state_fields` the state was made from (empty before
+        :meth:`start`)."""
+        return self._fields
+
+    @property
+    def _owner(self) -> str:
+        return f"estimator {getattr(self, 'name', type(self).__name__)!r}"
+
+    # -- helpers for subclasses --------------------------------------------------------------
     def copy_array(self, x: Array) -> Array:
         """A copy of an array of this backend (for snapshots of state updated in place)."""
         return self.xp.asarray(x, copy=True)
@@ -167,19 +253,14 @@ class Estimator(ABC):
         """``value`` (NumPy or this backend) as a fresh array of this backend, never an alias."""
         return self.copy_array(self.backend.asarray(value))
 
-    # -- helpers for subclasses --------------------------------------------------------------
-    def full_direction(self, g_rec: Array, g_out: Array) -> Array:
-        """Concatenate a recurrent part (P_rec,) and a readout part (P_out,) into a new (P,)."""
-        return self.xp.concat([g_rec, g_out])
-
     def direction_buffer(self) -> Array:
         """A (P,) array allocated once per estimator, for :meth:`step` to fill and return.
 
         Filling it (``buf[:n_rec] = ...``, ``buf[n_rec:] = grad_out``) instead of concatenating
-        saves an allocation of size P per step. The caller may have scaled it in place (see
-        :meth:`step`): every step must overwrite all of it.
+        saves an allocation of size P per step. The caller may have modified it in place since
+        the last step: every step must overwrite all of it.
         """
-        buf = getattr(self, "_direction", None)
+        buf = self._direction
         if buf is None:
             buf = self._direction = self.xp.zeros((self.layout.size,), dtype=self.dtype)
         return buf
@@ -191,9 +272,3 @@ class Estimator(ABC):
         buf[:n_rec] = g_rec
         buf[n_rec:] = g_out
         return buf
-
-    def zero_where(self, mask: Array, x: Array) -> Array:
-        """``x`` with the streams selected by ``mask`` (B,) set to zero (any trailing shape)."""
-        xp = self.xp
-        m = xp.reshape(mask, (mask.shape[0],) + (1,) * (x.ndim - 1))
-        return xp.where(m, xp.zeros((), dtype=x.dtype), x)

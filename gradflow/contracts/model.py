@@ -3,11 +3,20 @@
 All arrays carry a leading batch axis B ≥ 1 (independent streams). θ is one flat vector laid out
 by :attr:`Model.layout`, recurrent parameters first. Primitives never modify their inputs (θ, the
 cache, the tangents) and return new arrays, which the estimators' hot paths may then update in
-place; :meth:`Model.vjp_accumulate` is the one primitive that writes, into its ``acc``. A model
-declares the primitives it provides in :attr:`Model.capabilities`; an estimator declares those it
-needs, and asking for an impossible pair is a :class:`~gradflow.CapabilityError`.
+place; :meth:`Model.vjp_accumulate` is the one primitive that writes, into its ``acc``.
 
-Notation (per stream, n = state size, P_rec = number of recurrent parameters):
+The required primitives are ``init_params``, ``forward``, ``readout`` and ``readout_vjp``. The
+optional ones (:data:`OPTIONAL_PRIMITIVES`) are provided by implementing the method of that name:
+a model lacks a primitive by not implementing it, and that is the only way to say so —
+:attr:`Model.capabilities` is derived from the methods the class overrides, and the base
+class's method raises :class:`~gradflow.CapabilityError` naming the model and the primitive. An
+estimator lists the primitives it calls in ``requires``; asking for an impossible pair is a
+:class:`~gradflow.CapabilityError` when the estimator is created, never in the middle of a run.
+New structured primitives (a Kronecker factorisation of F_t, the diagonal of J_t) are added the
+same way: a name here, a method on the base that raises, an estimator that requires it.
+
+Notation (per stream, n = state size, P_rec = number of recurrent parameters;
+docs/architecture.md §4):
 
 * J_t = ∂f/∂h_{t-1}, an n × n matrix;
 * F_t = ∂f/∂θ_rec, an n × P_rec matrix;
@@ -28,16 +37,17 @@ from gradflow.contracts.layout import ParamLayout
 Array = Any
 Cache = dict[str, Array]
 
-#: Primitive names a model can declare (see the table in DESIGN §4).
+#: The primitive names (docs/architecture.md §4): every model has the first two ...
 FORWARD = "forward"
 READOUT = "readout"
+#: ... and the optional ones it implements (each is a method of that name)
 JVP_STATE = "jvp_state"
 VJP = "vjp"
 PARAM_JACOBIAN = "param_jacobian"
 PARAM_ROW_SQNORMS = "param_row_sqnorms"
-ALL_CAPABILITIES = frozenset(
-    {FORWARD, READOUT, JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS}
-)
+VJP_PARAM_SQNORMS = "vjp_param_sqnorms"
+OPTIONAL_PRIMITIVES = (JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS, VJP_PARAM_SQNORMS)
+ALL_CAPABILITIES = frozenset({FORWARD, READOUT, *OPTIONAL_PRIMITIVES})
 
 
 class ModelOptions(BaseModel):
@@ -53,15 +63,26 @@ class ModelOptions(BaseModel):
 class Model(ABC):
     """Base class of model plugins.
 
-    Subclasses set the class attributes ``name``, ``description``, ``Options`` (a pydantic model,
-    ``extra="forbid"``) and ``capabilities``, build :attr:`layout` in ``__init__``, and implement
-    the primitives they declare.
+    Subclasses set the class attributes ``name``, ``description`` and ``Options`` (a pydantic
+    model, ``extra="forbid"``), build :attr:`layout` and :attr:`n_state` in ``__init__``, and
+    implement the required primitives and whichever optional ones they provide.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = ModelOptions
+    #: the primitives this model provides: derived from the methods its class implements
     capabilities: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "capabilities" in cls.__dict__:
+            raise TypeError(f"model class {cls.__name__}: capabilities are derived from the "
+                            "primitives it implements; remove the capabilities attribute and "
+                            "leave out the methods of the primitives it lacks")
+        cls.capabilities = frozenset(
+            {FORWARD, READOUT} | {name for name in OPTIONAL_PRIMITIVES
+                                  if getattr(cls, name) is not getattr(Model, name)})
 
     layout: ParamLayout
     #: size n of the recurrent state h (for an LSTM, 2 × n_hidden: h and c).
@@ -121,15 +142,15 @@ class Model(ABC):
     # -- optional primitives -----------------------------------------------------------------
     def jvp_state(self, theta: Array, cache: Cache, v: Array) -> Array:
         """J_t V for V of shape (B, n) or (B, n, K) (K tangents at once)."""
-        raise self._missing(JVP_STATE)
+        raise self._lacks(JVP_STATE)
 
     def vjp(self, theta: Array, cache: Cache, u: Array) -> tuple[Array, Array]:
         """For U (B, n): (Uᵀ J_t per stream (B, n), Uᵀ F_t per stream (B, P_rec))."""
-        raise self._missing(VJP)
+        raise self._lacks(VJP)
 
     def param_jacobian(self, theta: Array, cache: Cache) -> Array:
         """Dense F_t = ∂f/∂θ_rec, shape (B, n, P_rec)."""
-        raise self._missing(PARAM_JACOBIAN)
+        raise self._lacks(PARAM_JACOBIAN)
 
     def param_row_sqnorms(self, theta: Array, cache: Cache,
                           inv_metric: Array | None = None) -> Array:
@@ -138,9 +159,16 @@ class Model(ABC):
         ``inv_metric`` is the diagonal of the inverse metric on θ_rec, shape (P_rec,)
         (all ones when ``None``: the Euclidean row norms).
         """
-        raise self._missing(PARAM_ROW_SQNORMS)
+        raise self._lacks(PARAM_ROW_SQNORMS)
 
-    # -- derived primitives: correct defaults from ``vjp``; models override them for speed -----
+    def vjp_param_sqnorms(self, theta: Array, cache: Cache, u: Array) -> Array:
+        """‖Uᵀ F_t‖² for each stream, shape (B,), without forming Uᵀ F_t (O(n) for ``rnn``).
+
+        Optional: a model implements it only when it is cheaper than forming Uᵀ F_t; UORO uses it
+        when the model has it and forms Uᵀ F_t otherwise."""
+        raise self._lacks(VJP_PARAM_SQNORMS)
+
+    # -- derived primitives ------------------------------------------------------------------
     def vjp_accumulate(self, theta: Array, cache: Cache, u: Array, acc: Array,
                        state: bool = True) -> Array | None:
         """acc += Uᵀ F_t in place, and return Uᵀ J_t (B, n) (``None`` when ``state`` is false).
@@ -159,10 +187,5 @@ class Model(ABC):
             acc += g
         return u_h if state else None
 
-    def vjp_param_sqnorms(self, theta: Array, cache: Cache, u: Array) -> Array | None:
-        """‖Uᵀ F_t‖² for each stream, shape (B,), or ``None`` (the default) when the model has no
-        cheaper way to get it than forming Uᵀ F_t (UORO then forms it)."""
-        return None
-
-    def _missing(self, capability: str) -> CapabilityError:
+    def _lacks(self, capability: str) -> CapabilityError:
         return CapabilityError(f"model {self.name!r} does not provide {capability!r}")

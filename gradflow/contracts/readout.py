@@ -62,24 +62,30 @@ class AffineReadoutModel(Model):
     """Base for models whose readout is :class:`AffineReadout`: it lays out θ as the recurrent
     parameters followed by ``W_hy`` and ``b_y`` and provides ``readout`` and ``readout_vjp``.
 
-    A subclass calls :meth:`_lay_out` in its ``__init__`` and implements the recurrent core.
+    A subclass calls :meth:`lay_out` in its ``__init__``, implements the recurrent core, and
+    ends ``init_params`` with :meth:`init_readout`.
     """
 
-    _readout: AffineReadout
+    #: the readout (set by :meth:`lay_out`)
+    affine_readout: AffineReadout
 
-    def _lay_out(self, recurrent: list[tuple[str, tuple[int, ...]]], n_visible: int,
-                 n_state: int, n_out: int) -> None:
+    def lay_out(self, recurrent: list[tuple[str, tuple[int, ...]]], n_visible: int,
+                n_state: int, n_out: int) -> None:
         """Set ``n_state``, the readout on the first ``n_visible`` state coordinates, and
         ``layout`` = [recurrent | W_hy, b_y]."""
         self.n_state = n_state
-        self._readout = AffineReadout(self.xp, n_visible, n_state, n_out)
-        self.layout = ParamLayout(recurrent, self._readout.shapes())
+        self.affine_readout = AffineReadout(self.xp, n_visible, n_state, n_out)
+        self.layout = ParamLayout(recurrent, self.affine_readout.shapes())
+
+    def init_readout(self, rng: Any) -> list[Array]:
+        """The readout's part of a fresh θ: [W_hy, b_y] flattened (:meth:`AffineReadout.init`)."""
+        return self.affine_readout.init(rng, self.dtype)
 
     def readout(self, theta: Array, h: Array) -> Array:
-        return self._readout.apply(self.layout, theta, h)
+        return self.affine_readout.apply(self.layout, theta, h)
 
     def readout_vjp(self, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
-        return self._readout.vjp(self.layout, theta, h, u)
+        return self.affine_readout.vjp(self.layout, theta, h, u)
 
 
 def sigmoid(xp: Any, a: Array) -> Array:

@@ -10,9 +10,12 @@ ratio between two estimators isolates the estimators; small, so that no run dive
 timed), plus each estimator's own default clipping (the rank-one estimators clip their recurrent
 part: that variance control is part of their step). A row records whether θ was still finite
 after its timing (``finite``).
-The forward-only baseline is the ``readout-only`` estimator, whose step is all of the above with a
-zero recurrent gradient. ``tbptt`` runs with truncation 16 unless told otherwise: it updates every
-16 steps, so its blocks are multiples of 16 steps and its time per step is amortised.
+The forward-only baseline is the registered estimator that declares ``forward_only`` (the built-in
+``readout-only``), whose step is all of the above with a zero recurrent gradient. An estimator with
+a ``truncation`` option (``tbptt``) runs with truncation 16 unless told otherwise: it updates every
+16 steps, so its blocks are multiples of its update interval and its time per step is amortised.
+Estimators that are not ``online`` (``bptt``: it updates only at sequence boundaries) cannot run
+on the endless ``add`` stream and are refused.
 
 **How it is timed.** BLAS threads are limited (one by default, as the trainer does: an online step
 multiplies small matrices). For each (estimator, n): a trainer is built, run for a warm-up
@@ -22,9 +25,11 @@ so that a block lasts about ``min_time`` seconds and rounded up to a multiple of
 interval. With ``rounds`` > 1 the whole plan (every estimator at every size) is measured that
 many times in turn, each time with a fresh trainer, so that a slow spell of a shared machine does
 not fall on one estimator only. The time per step is the **median** over all the blocks (of all
-rounds) of block time / s.
+rounds) of block time / s. A size is skipped, with the larger ones of the same estimator, when
+one step there takes longer than ``max_step_ms`` (RTRL's O(n²P) beyond n ≈ 128 on a CPU), or when
+the estimator's declared state would take more than a quarter of the free memory.
 
-**Memory.** ``state_bytes``: the bytes of the arrays of the estimator's :meth:`state_dict` (what a
+**Memory.** ``state_bytes``: the bytes of the arrays of the estimator's state (what a
 checkpoint stores: for RTRL G, for the rank-one family ṽ, w̃ and the filter's diagonals, for TBPTT
 its window of caches), after the warm-up; per parameter: divided by P; in floats: further divided
 by the dtype's size. ``peak_step_bytes`` (NumPy and array-api-strict only): the largest amount of
@@ -46,44 +51,39 @@ over θ.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gradflow.contracts.backend import get_backend
+from gradflow.contracts.backend import Backend, get_backend
 from gradflow.contracts.errors import BenchError
+from gradflow.contracts.model import Model
+from gradflow.contracts.state import declared_bytes, snapshot
 from gradflow.registry.discovery import get_registry
+from gradflow.registry.factory import build_estimator, build_model, build_task
 from gradflow.runfiles.config import TrainConfig, build_config
 from gradflow.tools.scaling import ScalingFit, fit_scaling
+from gradflow.training.threads import blas_threads
 from gradflow.training.trainer import Trainer
 from gradflow.version import __version__
 
-#: the forward-only baseline every ratio is taken against
-FORWARD_ONLY = "readout-only"
-#: built-in estimators that make sense on an endless stream, in table order
-DEFAULT_ESTIMATORS = ("readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack",
-                      "rtrl")
 DEFAULT_SIZES = (32, 64, 128, 256, 512, 1024)
-#: RTRL costs O(n² P) time and O(n P) memory per stream: larger sizes are skipped by default
-RTRL_MAX_N = 128
+#: an estimator whose step takes longer than this (ms, measured after one warm-up interval) is
+#: not measured at that size nor at the larger ones (RTRL's O(n²P) above n ≈ 128 on a CPU)
+MAX_STEP_MS = 100.0
+#: an estimator whose declared state exceeds this fraction of the free memory is not built
+MEMORY_FRACTION = 0.25
 DEFAULT_TRUNCATION = 16
 #: small enough that no benchmarked run diverges over its few thousand steps (a diverged θ would
 #: time arithmetic on inf and NaN); the cost of a step does not depend on it
 LEARNING_RATE = 1e-5
 #: the name of the memory-bound control in rows and fits (see the module docstring)
 CONTROL = "control: θ -= ηg"
-#: estimators that cannot run on an endless stream, with the reason
-NOT_ONLINE = {
-    "bptt": "bptt backpropagates whole sequences and updates only when every stream ends one; "
-            "the add task is one endless stream, so it would never return a direction and its "
-            "memory would grow without bound (benchmark tbptt instead)",
-}
-
 Progress = Callable[[int, int, str], None]
 
 
@@ -126,6 +126,8 @@ class BenchResult:
     rows: list[BenchRow] = field(default_factory=list)
     fits: dict[str, ScalingFit] = field(default_factory=dict)
     fit_min_n: int | None = None
+    #: the estimator whose step is the forward-only baseline of the ratios
+    forward_only: str = ""
     skipped: list[dict[str, Any]] = field(default_factory=list)
     control: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
@@ -145,7 +147,7 @@ class BenchResult:
             "min_time": self.min_time,
             "truncation": self.truncation, "task": "add", "model": "rnn",
             "optimizer": f"sgd, constant learning rate {LEARNING_RATE:g}, estimator's clipping",
-            "forward_only": FORWARD_ONLY, "estimators": self.estimators, "sizes": self.sizes,
+            "forward_only": self.forward_only, "estimators": self.estimators, "sizes": self.sizes,
             "fit_min_n": self.fit_min_n,
             "rows": [asdict(r) for r in self.rows],
             "fits": {k: v.to_dict() for k, v in self.fits.items()},
@@ -175,31 +177,95 @@ def _takes_truncation(estimator: str) -> bool:
     return "truncation" in info.cls.Options.model_fields
 
 
+def _bench_model(config: TrainConfig) -> Model:
+    """The model of a benchmarked configuration, sized for its task (nothing else is built)."""
+    be = get_backend(config.run.backend, config.run.dtype)
+    task = build_task(config.task.name, config.task.options(), be, config.run.batch, 0).instance
+    return build_model(config.model.name, {**config.model.options(), "n_in": task.n_in,
+                                           "n_out": task.n_out}, be).instance
+
+
+def bench_params(n: int) -> tuple[int, int]:
+    """(P, P_rec) of the benchmarked model with ``n`` hidden units."""
+    layout = _bench_model(bench_config(forward_baseline(), n)).layout
+    return layout.size, layout.n_rec
+
+
+def forward_baseline() -> str:
+    """The estimator every ratio is taken against: the first registered estimator that declares
+    ``forward_only`` (its step is the forward step and the readout gradient, nothing more)."""
+    for info in get_registry().entries["estimator"].values():
+        if info.cls.forward_only:
+            return info.name
+    raise BenchError("no registered estimator declares forward_only = True: there is no "
+                     "forward-only step to take the ratios against")
+
+
+def default_estimators() -> list[str]:
+    """Every registered estimator that runs on an endless stream (``online``), the forward-only
+    baseline first, then in the order they were registered."""
+    online = [i.name for i in get_registry().entries["estimator"].values() if i.cls.online]
+    return list(dict.fromkeys([forward_baseline(), *online]))
+
+
+def _online(estimator: str) -> None:
+    info = get_registry().get("estimator", estimator)  # unknown: a PluginError naming the known
+    if not info.cls.online:
+        raise BenchError(f"estimator {estimator!r} is not online: it returns directions only at "
+                         "sequence boundaries, and the benchmark's add task is one endless "
+                         "stream (it would never update, and its memory would grow without "
+                         "bound)")
+
+
 def make_trainer(estimator: str, n: int, batch: int = 1, backend: str = "numpy",
                  dtype: str = "float64", truncation: int = DEFAULT_TRUNCATION,
                  seed: int = 0) -> Trainer:
     """A :class:`~gradflow.Trainer` of :func:`bench_config`, not yet stepped."""
-    if estimator in NOT_ONLINE:
-        raise BenchError(f"estimator {estimator!r} cannot be benchmarked online: "
-                         f"{NOT_ONLINE[estimator]}")
+    _online(estimator)
     return Trainer(bench_config(estimator, n, batch, backend, dtype, truncation, seed))
 
 
 def update_interval(trainer: Trainer) -> int:
-    """Steps between two updates of the trainer's estimator (TBPTT's k1; 1 otherwise)."""
-    return int(getattr(trainer.parts.estimator, "interval", 1) or 1)
+    """Steps between two updates of the trainer's estimator (TBPTT's k1; 1 for most)."""
+    interval = trainer.parts.estimator.update_interval
+    if interval is None:
+        raise BenchError(f"estimator {trainer.parts.estimator.name!r} has no update interval "
+                         "on an endless stream")
+    return int(interval)
 
 
-@contextmanager
-def blas_threads(threads: int | None) -> Any:
-    """Limit the BLAS thread pools to ``threads`` (``None``: leave them as they are)."""
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
+def free_memory(backend: Backend) -> int | None:
+    """Bytes of memory free for new arrays on ``backend``'s device (``None``: unknown)."""
+    if backend.name == "cupy":
+        import cupy
 
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
+        return int(cupy.cuda.Device().mem_info[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this OS
+        return None
+
+
+def too_big(estimator: str, n: int, batch: int, backend: str, dtype: str,
+            truncation: int = DEFAULT_TRUNCATION) -> str | None:
+    """Why the estimator is not built at this size (its declared state exceeds
+    :data:`MEMORY_FRACTION` of the free memory), or ``None``. Nothing large is allocated."""
+    config = bench_config(estimator, n, batch, backend, dtype, truncation)
+    model = _bench_model(config)
+    free = free_memory(model.backend)
+    if free is None:
+        return None
+    est = build_estimator(estimator, config.estimator.options(), model).instance
+    itemsize = array_bytes(model.xp, model.backend.zeros((1,)))
+    need = declared_bytes(est.state_fields(), batch, itemsize)
+    if need > MEMORY_FRACTION * free:
+        return (f"its state ({need / 2**20:,.0f} MiB) exceeds {MEMORY_FRACTION:.0%} of the free "
+                f"memory ({free / 2**20:,.0f} MiB)")
+    return None
+
+
+class _Skip(Exception):
+    """A size that is not measured (too slow a step), with the reason."""
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -248,9 +314,11 @@ def array_bytes(xp: Any, x: Any) -> int:
 
 
 def state_bytes(trainer: Trainer) -> int:
-    """Bytes of the arrays in the estimator's state dict (what a checkpoint holds)."""
-    xp = trainer.parts.backend.xp
-    return sum(array_bytes(xp, v) for v in trainer.parts.estimator.state_dict().values()
+    """Bytes of the arrays of the estimator's state (what a checkpoint holds), counted in place
+    (a snapshot would copy them)."""
+    xp, est = trainer.parts.backend.xp, trainer.parts.estimator
+    flat = snapshot(est.state_spec, est.state, lambda x: x)  # the arrays themselves, no copy
+    return sum(array_bytes(xp, v) for v in flat.values()
                if hasattr(v, "shape") and hasattr(v, "dtype"))
 
 
@@ -278,9 +346,19 @@ def peak_step_bytes(trainer: Trainer) -> int | None:
 
 def measure(estimator: str, n: int, batch: int = 1, backend: str = "numpy",
             dtype: str = "float64", repeat: int = 7, min_time: float = 0.05,
-            truncation: int = DEFAULT_TRUNCATION, seed: int = 0) -> BenchRow:
-    """Time and memory of one (estimator, n) (BLAS threads as the caller set them)."""
+            truncation: int = DEFAULT_TRUNCATION, seed: int = 0,
+            max_step_ms: float | None = None) -> BenchRow:
+    """Time and memory of one (estimator, n) (BLAS threads as the caller set them).
+
+    With ``max_step_ms``, a step slower than that (timed over one update interval, after one
+    interval of warm-up) raises ``_Skip`` before the measurement."""
     trainer = make_trainer(estimator, n, batch, backend, dtype, truncation, seed)
+    if max_step_ms is not None:
+        unit = update_interval(trainer)
+        run_steps(trainer, unit)
+        ms = run_steps(trainer, unit) * 1e3
+        if ms > max_step_ms:
+            raise _Skip(f"one step took {ms:,.0f} ms, more than --max-step-ms {max_step_ms:g}")
     steps = calibrate(trainer, min_time)
     times = time_per_step(trainer, steps, repeat)
     xp = trainer.parts.backend.xp
@@ -348,19 +426,13 @@ def validate_request(estimators: Sequence[str], sizes: Sequence[int], batch: int
         raise BenchError(f"min-time must be positive, got {min_time}")
     if truncation < 1:
         raise BenchError(f"truncation must be at least 1, got {truncation}")
-    registry = get_registry()
     for name in estimators:
-        if name in NOT_ONLINE:
-            raise BenchError(f"estimator {name!r} cannot be benchmarked online: "
-                             f"{NOT_ONLINE[name]}")
-        registry.get("estimator", name)  # unknown names: a PluginError listing the known ones
+        _online(name)
     get_backend(backend, dtype)  # an unusable backend: one clear line before any work
 
 
 def machine_info(backend: str = "numpy") -> dict[str, Any]:
     """Where the numbers come from: CPU, Python, NumPy, BLAS (and the GPU on CuPy)."""
-    import os
-
     import numpy as np
 
     info: dict[str, Any] = {
@@ -400,64 +472,73 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run_bench(estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+def run_bench(estimators: Sequence[str] | None = None,
               sizes: Sequence[int] = DEFAULT_SIZES, batch: int = 1, backend: str = "numpy",
               dtype: str = "float64", repeat: int = 7, min_time: float = 0.05,
               truncation: int = DEFAULT_TRUNCATION, threads: int | None = 1,
-              rtrl_max_n: int | None = RTRL_MAX_N, fit_min_n: int | None = None,
+              max_step_ms: float | None = MAX_STEP_MS, fit_min_n: int | None = None,
               rounds: int = 1, progress: Progress | None = None) -> BenchResult:
     """Measure every estimator at every size; ratios to the forward-only step; fits.
 
-    The forward-only baseline (``readout-only``) is measured at every size even when it is not
-    in ``estimators``. ``rtrl`` is skipped above ``rtrl_max_n`` hidden units (``None``: never).
-    The fits use the sizes n ≥ ``fit_min_n`` (all when ``None``) of each estimator.
+    ``estimators`` defaults to :func:`default_estimators`. The forward-only baseline
+    (:func:`forward_baseline`) is measured at every size even when it is not in ``estimators``.
+    An estimator is not measured at a size, nor at the larger ones, when its declared state
+    exceeds :data:`MEMORY_FRACTION` of the free memory or one of its steps takes longer than
+    ``max_step_ms`` (``None``: no limit); ``skipped`` says which and why. The fits use the sizes
+    n ≥ ``fit_min_n`` (all when ``None``) of each estimator.
     """
-    estimators = list(dict.fromkeys(estimators))
+    estimators = list(dict.fromkeys(default_estimators() if estimators is None else estimators))
     sizes = sorted(dict.fromkeys(int(s) for s in sizes))
     validate_request(estimators, sizes, batch, repeat, min_time, truncation, backend, dtype,
                      rounds)
+    baseline = forward_baseline()
     result = BenchResult(backend=backend, dtype=dtype, batch=batch, threads=threads,
                          repeat=repeat, rounds=rounds, min_time=min_time, truncation=truncation,
                          estimators=estimators, sizes=sizes, fit_min_n=fit_min_n,
-                         machine=machine_info(backend), method=(__doc__ or "").strip())
-    names = list(dict.fromkeys([FORWARD_ONLY, *estimators]))
-    plan = []
-    for name in names:
-        for n in sizes:
-            if name == "rtrl" and rtrl_max_n is not None and n > rtrl_max_n:
-                result.skipped.append({"estimator": name, "n": n,
-                                       "reason": f"rtrl above n = {rtrl_max_n} (O(n²P) time, "
-                                       "O(nP) memory per stream; see --rtrl-max-n)"})
-                continue
-            plan.append((name, n))
+                         forward_only=baseline, machine=machine_info(backend),
+                         method=(__doc__ or "").strip())
+    plan = [(name, n) for name in dict.fromkeys([baseline, *estimators]) for n in sizes]
     measured: dict[tuple[str, int], list[BenchRow]] = {key: [] for key in plan}
     control: dict[int, list[float]] = {n: [] for n in sizes}
-    per_round = len(plan) + len(sizes)
-    total = rounds * per_round
+    total = rounds * (len(plan) + len(sizes))
+    done = 0
     with blas_threads(threads):
         for r in range(rounds):
-            for i, (name, n) in enumerate(plan):
+            for name, n in list(plan):
                 if progress is not None:
-                    progress(r * per_round + i, total, f"{name} n={n}")
-                measured[name, n].append(measure(name, n, batch, backend, dtype, repeat,
-                                                 min_time, truncation))
-            for i, n in enumerate(sizes):
+                    progress(done, total, f"{name} n={n}")
+                done += 1
+                if (name, n) not in plan:  # skipped in this round, with a smaller size
+                    continue
+                reason = too_big(name, n, batch, backend, dtype, truncation) if r == 0 else None
+                try:
+                    if reason is not None:
+                        raise _Skip(reason)
+                    measured[name, n].append(measure(
+                        name, n, batch, backend, dtype, repeat, min_time, truncation,
+                        max_step_ms=max_step_ms if r == 0 else None))
+                except _Skip as exc:
+                    for m in [m for other, m in plan if other == name and m >= n]:
+                        plan.remove((name, m))
+                        result.skipped.append({"estimator": name, "n": m, "reason": (
+                            str(exc) if m == n else f"skipped with n = {n}: {exc}")})
+            for n in sizes:
                 if progress is not None:
-                    progress(r * per_round + len(plan) + i, total, f"control n={n}")
-                # the forward-only step runs at every size: its row knows P
-                size = measured[FORWARD_ONLY, n][0].P
-                control[n].extend(measure_control(size, backend, dtype, repeat, min_time))
+                    progress(done, total, f"control n={n}")
+                done += 1
+                control[n].extend(measure_control(bench_params(n)[0], backend, dtype, repeat,
+                                                  min_time))
     if progress is not None:
         progress(total, total, "done")
     result.rows = [merge_rounds(measured[key]) for key in plan]
     for row in result.rows:
-        base = result.row(FORWARD_ONLY, row.n)
+        base = result.row(baseline, row.n)
         row.ratio_to_forward = row.us_per_step / base.us_per_step if base else None
-    if FORWARD_ONLY not in estimators:
-        result.rows = [r for r in result.rows if r.estimator != FORWARD_ONLY]
+    if baseline not in estimators:
+        result.rows = [r for r in result.rows if r.estimator != baseline]
     result.fits = fit_rows(result.rows, fit_min_n)
     for n in sizes:
-        result.control.append({"n": n, "P": measured[FORWARD_ONLY, n][0].P,
+        result.control.append({"n": n, "P": bench_params(n)[0],
                                "us": statistics.median(control[n]), "block_us": control[n]})
     used = [c for c in result.control if fit_min_n is None or c["n"] >= fit_min_n]
     if len({c["P"] for c in used}) >= 2:

@@ -24,222 +24,59 @@ initialisation, the task and the estimator, so the same config gives bit-identic
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from gradflow.contracts.backend import get_backend
 from gradflow.contracts.errors import (
     CheckpointError,
-    ConfigError,
     GradflowError,
     GradflowWarning,
-    PluginError,
     PluginFailed,
     RunDirError,
     TrainingDiverged,
     TrainingInterrupted,
 )
-from gradflow.contracts.estimator import Estimator, StepRecord
 from gradflow.contracts.losses import LN2, get_loss
-from gradflow.contracts.model import Model
-from gradflow.contracts.random import CounterRNG
-from gradflow.contracts.task import Task
-from gradflow.registry.discovery import PluginInfo, exception_line, get_registry, validate_options
-from gradflow.registry.factory import check_capabilities
-from gradflow.registry.guard import StepChecks, blame, culprit
+from gradflow.registry.discovery import exception_line
+from gradflow.registry.guard import blame, culprit
 from gradflow.runfiles.checkpoint import (
-    list_checkpoints,
-    load_checkpoint,
     save_checkpoint,
     split_state,
 )
-from gradflow.runfiles.config import OptimizerSection, PluginSection, TrainConfig
+from gradflow.runfiles.config import TrainConfig
 from gradflow.runfiles.resume import (
-    check_against_run_config,
     check_state_layout,
-    first_checkpoint_step,
     layout_record,
     non_finite,
-    read_run_config,
+    plan_resume,
 )
 from gradflow.runfiles.rundir import (
-    CHECKPOINT,
     CONFIG,
     SUMMARY,
     RunDir,
     default_run_path,
     finite_or_none,
-    read_metrics,
 )
 from gradflow.training.clipping import clip_direction
+from gradflow.training.components import build
 from gradflow.training.loop_state import LoopState
-from gradflow.training.optimizers import Optimizer, create_optimizer
 from gradflow.training.schedules import learning_rate
 from gradflow.training.signals import StopFlag, stop_requests
+from gradflow.training.step import StepOutcome, online_step
+from gradflow.training.threads import blas_threads
+from gradflow.training.validation import StepChecks, ValidatedSteps
 from gradflow.version import __version__
 
 Array = Any
 Progress = Callable[[int, "dict[str, Any] | None"], None]
 #: spawn keys of the seeds derived from ``run.seed``
 SEED_KEYS = {"model": 1, "task": 2, "estimator": 3}
-
-
-@dataclass
-class Components:
-    """What a config builds: backend, task, model, estimator, optimizer, resolved config."""
-
-    config: TrainConfig
-    backend: Any
-    task: Task
-    model: Model
-    estimator: Estimator
-    optimizer: Optimizer
-    seeds: dict[str, int] = field(default_factory=dict)
-    #: the registry entries of the task, model and estimator (to name them in messages)
-    infos: dict[str, PluginInfo] = field(default_factory=dict)
-
-
-@contextmanager
-def _blas_threads(threads: int | None) -> Iterator[None]:
-    """Limit the BLAS thread pools (OpenBLAS, MKL) to ``threads`` while training.
-
-    One step of online training multiplies small matrices: BLAS threads cost more in
-    synchronisation than they gain (measured: RTRL on add, n = 32, five times slower with two
-    threads on a busy two-core machine), and a fixed thread count keeps float sums in one order.
-    """
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
-
-
-def derived_seeds(seed: int) -> dict[str, int]:
-    root = CounterRNG(np, seed)
-    return {name: root.spawn(key).seed for name, key in SEED_KEYS.items()}
-
-
-def _plugin(kind: str, section: PluginSection) -> tuple[Any, Any]:
-    info = get_registry().get(kind, section.name)
-    return info, validate_options(info, section.options())
-
-
-def _resolved(section: PluginSection, options: Any) -> PluginSection:
-    return PluginSection(name=section.name, **options.model_dump(mode="json"))
-
-
-def _estimator_defaults(defaults: dict[str, Any], opt: OptimizerSection) -> dict[str, Any]:
-    """The estimator's optimizer defaults that apply: those the user did not set. If the user
-    chose another optimizer than the one the defaults are tuned for, its learning-rate settings
-    do not carry over; only the variance control (clipping) does."""
-    chosen = opt.name if "name" in opt.model_fields_set else None
-    if chosen is not None and defaults.get("name", chosen) != chosen:
-        defaults = {k: v for k, v in defaults.items() if k in ("clip", "clip_rec")}
-    return {k: v for k, v in defaults.items() if k not in opt.model_fields_set}
-
-
-def build(config: TrainConfig) -> Components:
-    """Create everything ``config`` names, checking names, options, sizes and capabilities.
-
-    The model's ``n_in``/``n_out`` come from the task (setting them to other values is an error);
-    the estimator's :attr:`~gradflow.Estimator.optimizer_defaults` fill the optimizer settings the
-    config does not set explicitly. The returned config is resolved: every default spelled out.
-    """
-    run = config.run
-    seeds = derived_seeds(run.seed)
-    backend = get_backend(run.backend, run.dtype, run.seed)
-
-    task_info, task_opts = _plugin("task", config.task)
-    with blame(task_info, "while being created"):
-        task = task_info.cls(task_opts, backend, batch=run.batch, seed=seeds["task"])
-        sizes = {key: getattr(task, key) for key in ("n_in", "n_out")}
-    for key, size in sizes.items():  # n_in may be 0 (influence: no input), n_out may not
-        if isinstance(size, bool) or not isinstance(size, int) or size < (key == "n_out"):
-            raise PluginFailed(f"{task_info.origin} has {key} = {size!r}; it must be a "
-                               f"{'positive' if key == 'n_out' else 'non-negative'} integer")
-
-    model_info = get_registry().get("model", config.model.name)
-    model_raw = config.model.options()
-    for key, size in sizes.items():
-        if key in model_raw and model_raw[key] != size:
-            raise PluginError(f"model.{key} = {model_raw[key]!r} does not match task "
-                              f"{task.name!r}, whose {key} is {size}; leave it unset")
-        model_raw[key] = size
-    try:
-        model_opts = validate_options(model_info, model_raw)
-    except PluginError as exc:
-        if "n_in" not in str(exc).split(";")[0] and "n_out" not in str(exc).split(";")[0]:
-            raise
-        raise PluginError(f"{exc} (the trainer sets n_in = {task.n_in} and n_out = "
-                          f"{task.n_out} from task {task.name!r})") from None
-    with blame(model_info, "while being created"):
-        model = model_info.cls(model_opts, backend)
-        _check_layout(model, model_info)
-
-    est_info, est_opts = _plugin("estimator", config.estimator)
-    check_capabilities(est_info.cls, model)
-    with blame(est_info, "while being created"):
-        estimator = est_info.cls(model, est_opts)
-
-    opt = config.optimizer
-    defaults = _estimator_defaults(est_info.cls.optimizer_defaults, opt)
-    try:
-        opt = OptimizerSection.model_validate({**opt.model_dump(), **defaults})
-    except ValidationError as exc:
-        raise PluginError(f"estimator {est_info.name!r}: invalid optimizer_defaults "
-                          f"{defaults!r} ({exc.errors()[0]['msg']})") from None
-    opt.lr = opt.resolved_lr()
-    optimizer = create_optimizer(
-        opt.name, backend.xp, model.layout.size, backend.dtype, model.layout.n_rec,
-        opt.lr_rec_scale, momentum=opt.momentum, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
-
-    resolved = TrainConfig(
-        run=run.model_copy(), model=_resolved(config.model, model_opts),
-        estimator=_resolved(config.estimator, est_opts),
-        task=_resolved(config.task, task_opts), optimizer=opt)
-    infos = {"task": task_info, "model": model_info, "estimator": est_info}
-    return Components(resolved, backend, task, model, estimator, optimizer, seeds, infos)
-
-
-def _check_layout(model: Model, info: PluginInfo) -> None:
-    layout, n_state = getattr(model, "layout", None), getattr(model, "n_state", None)
-    size, n_rec = getattr(layout, "size", None), getattr(layout, "n_rec", None)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, n_rec, n_state)) \
-            or not 0 <= n_rec <= size or size < 1 or n_state < 1:
-        raise PluginFailed(f"{info.origin} has no usable layout and n_state (P = {size!r}, "
-                           f"P_rec = {n_rec!r}, n_state = {n_state!r})")
-
-
-def _completed(path: Path) -> bool:
-    """Whether the run in ``path`` wrote its summary as completed (a run killed after its final
-    checkpoint but before its summary is resumed to write the summary)."""
-    try:
-        return json.loads((path / SUMMARY).read_text(encoding="utf-8")).get("status") \
-            == "completed"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def resolve_config(config: TrainConfig) -> TrainConfig:
-    """``config`` with every default spelled out, as a run would use it (see :func:`build`),
-    without needing its backend to be usable here (a CuPy config resolves on a CPU machine)."""
-    probe = config.model_copy(deep=True)
-    probe.run.backend = "numpy"
-    resolved = build(probe).config
-    resolved.run.backend = config.run.backend
-    return resolved
 
 
 class Trainer:
@@ -263,14 +100,14 @@ class Trainer:
         self.config = self.parts.config
         parts = self.parts
         batch, infos, model = self.config.run.batch, parts.infos, parts.model
-        self.checks = StepChecks(infos, batch, parts.task.n_in, parts.task.n_out, model.n_state,
-                                 model.layout.size, model.layout.n_rec, parts.backend.dtype,
-                                 parts.backend.dtype_name)
+        checks = StepChecks(infos, batch, parts.task.n_in, parts.task.n_out, model.n_state,
+                            model.layout.size, model.layout.n_rec, parts.backend.dtype,
+                            parts.backend.dtype_name)
         with blame(infos["model"], "while initialising θ and h"):
             self.theta = model.init_params(parts.seeds["model"])
             self.h = model.initial_state(batch)
             self._h0 = model.initial_state(batch)
-        self.checks.initial(self.theta, self.h)
+        checks.initial(self.theta, self.h)
         with blame(infos["estimator"], "while starting"):
             parts.estimator.start(batch, seed=parts.seeds["estimator"])
         self.step = 0
@@ -287,67 +124,38 @@ class Trainer:
         #: other things worth telling the user when resuming (e.g. "no checkpoint yet")
         self.notes: list[str] = []
         self._config_changed = False
-        #: the first step of this process checks the plugins' shapes (see gradflow.registry.guard)
-        self._unverified = True
-        self._direction_unverified = True
+        #: the online step; its first calls in this process check the plugins' outputs
+        self._online_step: Callable[..., StepOutcome] = ValidatedSteps(checks, self._validated)
         self._rundir: RunDir | None = None
         self._evaluating = False
 
+    def _validated(self) -> None:
+        """Every plugin output has been checked once: the plain online step from now on."""
+        self._online_step = online_step
+
     # -- one online step -----------------------------------------------------------------------
     def advance(self) -> tuple[Array, Array | None]:
-        """One online step: task → forward → loss → estimator → (clip) → optimizer.
+        """One online step (:func:`~gradflow.training.step.online_step`: task → forward → loss →
+        readout VJP → estimator), then the clipping of the direction and the optimizer's update.
 
         Updates ``theta``, ``h`` and ``step``; returns the step's loss (a 0-d array, left on the
         device) and the norm of the estimator's direction before clipping (``None`` on steps
         without an update). This is the unit the benchmarks time.
         """
         parts, opt = self.parts, self.config.optimizer
-        model, estimator, xp = parts.model, parts.estimator, parts.backend.xp
-        first = self._unverified  # the plugins' shapes are checked on a process's first step
-        batch = parts.task.next()
-        if first:
-            self.checks.batch_of_task(batch)
-        h, theta = self.h, self.theta
-        if batch.reset is not None:
-            h = xp.where(batch.reset[:, None], self._h0, h)
-            estimator.reset(batch.reset)
-        h, cache = model.forward(theta, h, batch.inputs)
-        if first:
-            self.checks.forward(h)
-        y = model.readout(theta, h)
-        if first:
-            self.checks.readout(y)
-            loss, dy = self._first_loss(y, batch.targets)
-        else:
-            loss, dy = self.loss_fn(y, batch.targets)
-        parts.task.observe(loss)  # curricula (copy) follow the learner; a no-op by default
-        delta, g_out = model.readout_vjp(theta, h, dy)
-        if first:
-            self.checks.readout_vjp(delta, g_out)
-            self._unverified = False
-        direction = estimator.step(StepRecord(theta=theta, cache=cache, delta=delta,
-                                              grad_out=g_out))
+        out = self._online_step(parts.model, self.loss_fn, self.theta, self.h, parts.task.next(),
+                                self._h0, parts.estimator)
+        parts.task.observe(out.loss)  # curricula (copy) follow the learner; a no-op by default
         self.step += 1
-        raw_norm = None
+        self.h = out.h
+        direction, raw_norm = out.direction, None
         if direction is not None:
-            if self._direction_unverified:
-                self.checks.direction(direction)
-                self._direction_unverified = False
-            direction, raw_norm = clip_direction(xp, direction, model.layout.n_rec, opt.clip,
-                                                 opt.clip_rec)
-            theta = parts.optimizer.update(
-                theta, direction, learning_rate(opt.schedule, opt.lr, self.step, opt.decay))
-        self.theta, self.h = theta, h
-        return loss, raw_norm
-
-    def _first_loss(self, y: Array, targets: Array) -> tuple[Array, Array]:
-        """The loss of the first step: targets that do not fit the outputs (already checked)
-        are the task's fault, and the message says so."""
-        try:
-            return self.loss_fn(y, targets)
-        except GradflowError as exc:
-            raise PluginFailed(f"{self.parts.infos['task'].origin} gave targets that do not "
-                               f"fit its {self.parts.task.loss!r} loss: {exc}") from None
+            direction, raw_norm = clip_direction(parts.backend.xp, direction,
+                                                 parts.model.layout.n_rec, opt.clip, opt.clip_rec)
+            self.theta = parts.optimizer.update(
+                self.theta, direction,
+                learning_rate(opt.schedule, opt.lr, self.step, opt.decay))
+        return out.loss, raw_norm
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self) -> float | None:
@@ -355,19 +163,17 @@ class Trainer:
         held = self.parts.task.held_out()
         if held is None:
             return None
-        model, xp, theta = self.parts.model, self.parts.backend.xp, self.theta
+        model, backend = self.parts.model, self.parts.backend
         h0 = model.initial_state(held.batch)
         h = h0
-        total = xp.zeros((), dtype=self.parts.backend.dtype)
+        total = backend.xp.zeros((), dtype=backend.dtype)
         steps = self.config.run.eval_steps
         for _ in range(steps):
-            batch = held.next()
-            if batch.reset is not None:
-                h = xp.where(batch.reset[:, None], h0, h)
-            h, _ = model.forward(theta, h, batch.inputs)
-            total = total + xp.mean(self.loss_fn.per_stream(model.readout(theta, h),
-                                                           batch.targets))
-        return self.parts.backend.to_float(total) / steps
+            out = self._online_step(model, self.loss_fn, self.theta, h, held.next(), h0,
+                                    gradient=False)
+            h = out.h
+            total = total + out.loss
+        return backend.to_float(total) / steps
 
     # -- checkpoint ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -442,99 +248,29 @@ class Trainer:
         """A trainer that continues the run in ``run_dir`` from its newest intact checkpoint,
         with the configuration stored there; :meth:`run` then appends to the same directory.
 
-        ``steps`` (optional) changes ``run.steps``: to extend a finished run, or to stop
-        earlier. It may not move the final window (the last ``final_window`` steps, whose mean
-        is the final loss) to before the checkpoint, since those losses were not all summed.
-
-        A checkpoint that belongs to another run (its configuration differs from the
-        directory's ``config.json``), of another model or layout, or holding NaN is refused. A
-        run stopped before its first checkpoint starts again from step 0 with its
-        ``config.json`` (:attr:`notes` says so): nothing is lost, the run is deterministic.
+        ``steps`` (optional) changes ``run.steps`` (see
+        :func:`gradflow.runfiles.resume.plan_resume`, which chooses the checkpoint and checks
+        that it belongs to this run). A run stopped before its first checkpoint starts again
+        from step 0 with its ``config.json`` (:attr:`notes` says so): nothing is lost, the run is
+        deterministic.
         """
-        path = Path(run_dir)
-        if not path.is_dir():
-            raise RunDirError(f"cannot resume {str(path)!r}: no such run directory")
-        run_config = read_run_config(path)
-        if not list_checkpoints(path / CHECKPOINT):
-            return cls._restart(path, run_config, steps)
-        arrays, meta = load_checkpoint(path / CHECKPOINT)
-        try:
-            config = TrainConfig.model_validate(meta["config"])
-        except (KeyError, ValidationError) as exc:
-            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its configuration cannot "
-                                  f"be used ({type(exc).__name__})") from None
-        if not isinstance(meta.get("state"), dict):
-            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its metadata has no state")
-        if run_config is not None:
-            check_against_run_config(config, run_config, f"checkpoint {meta.get('path')!r}")
-        step = int(meta["step"])
-        trainer = cls._continuing(path, config, step, steps)
-        trainer.load_state(arrays, meta["state"], meta)
-        if trainer.step != step:
-            raise CheckpointError(f"checkpoint {meta.get('path')!r}: its state is at step "
-                                  f"{trainer.step}, its metadata says {step}")
-        if trainer._config_changed and max(trainer.config.run.steps
-                                           - trainer.config.run.final_window, 0) >= step:
-            trainer.loop.final_sum = trainer._zero  # no step before the checkpoint counts
-        trainer.skipped_checkpoints = list(meta.get("skipped", []))
-        for problem in trainer.skipped_checkpoints:  # the CLI prints these as warning: lines
-            warnings.warn(GradflowWarning(f"skipped an unusable checkpoint: {problem}"),
-                          stacklevel=2)
-        trainer._config_changed = trainer._config_changed or run_config is None
-        return trainer
-
-    @classmethod
-    def _continuing(cls, path: Path, config: TrainConfig, step: int,
-                    steps: int | None) -> Trainer:
-        """A trainer of ``config`` that continues the run in ``path`` after ``step`` (with
-        ``steps`` as its new length, if given); the state is not loaded yet."""
-        run = config.run
-        final_window = run.final_window
-        new_steps = run.steps if steps is None else int(steps)
-        if new_steps < step:
-            raise ConfigError(f"cannot resume {str(path)!r} with {new_steps:,} steps: its "
-                              f"checkpoint is at step {step:,}")
-        if new_steps == step and _completed(path):
-            hint = "" if steps is not None else "; pass --steps N to train it further"
-            raise ConfigError(f"run {str(path)!r} has already reached step {step:,} of "
-                              f"{new_steps:,}{hint}")
-        old_from, new_from = max(run.steps - final_window, 0), max(new_steps - final_window, 0)
-        if new_from != old_from and new_from < step:
-            raise ConfigError(
-                f"cannot resume {str(path)!r} with {new_steps:,} steps: the final window (the "
-                f"last {final_window:,} steps) would start before the checkpoint at step "
-                f"{step:,}; use at least {step + final_window:,} steps")
-        changed = new_steps != run.steps
-        try:
-            run.steps = new_steps
-        except ValidationError as exc:
-            raise ConfigError(f"run.steps = {new_steps}: {exc.errors()[0]['msg']}") from None
-        run.out = str(path)
-        trainer = cls(config)
-        trainer.resumed_from = step
-        trainer._config_changed = changed
-        return trainer
-
-    @classmethod
-    def _restart(cls, path: Path, config: TrainConfig | None, steps: int | None) -> Trainer:
-        """Resume a run that has no checkpoint: from step 0 with its ``config.json``, if no
-        metrics line shows that a checkpoint should exist (else its checkpoints were lost)."""
-        where = path / CHECKPOINT
-        if config is None:
-            raise CheckpointError(f"no checkpoint in {str(where)!r} and no readable {CONFIG} in "
-                                  f"{str(path)!r}: nothing to resume from; start the run again")
-        first = first_checkpoint_step(config)
-        logged = [r.get("step") for r in read_metrics(path)] if (path / "metrics.jsonl").exists() \
-            else []
-        last = max((s for s in logged if isinstance(s, int)), default=0)
-        if last > first:  # (the line of the checkpoint's step comes before the checkpoint)
-            raise CheckpointError(
-                f"no checkpoint in {str(where)!r}, although the run logged step {last:,} (its "
-                f"first checkpoint was due at step {first:,}): the checkpoints were deleted; "
-                "nothing to resume from")
-        trainer = cls._continuing(path, config, 0, steps)
-        trainer.notes.append(f"no checkpoint had been written yet (the first is due at step "
-                             f"{first:,}): starting again from step 0 with {CONFIG}")
+        plan = plan_resume(run_dir, steps)
+        trainer = cls(plan.config)
+        trainer.resumed_from = plan.step
+        trainer.notes = list(plan.notes)
+        if plan.arrays is not None and plan.meta is not None:
+            trainer.load_state(plan.arrays, plan.meta["state"], plan.meta)
+            if trainer.step != plan.step:
+                raise CheckpointError(f"checkpoint {plan.meta.get('path')!r}: its state is at "
+                                      f"step {trainer.step}, its metadata says {plan.step}")
+            run = trainer.config.run
+            if plan.steps_changed and max(run.steps - run.final_window, 0) >= plan.step:
+                trainer.loop.final_sum = trainer._zero  # no step before the checkpoint counts
+            trainer.skipped_checkpoints = list(plan.skipped)
+            for problem in plan.skipped:  # the CLI prints these as warning: lines
+                warnings.warn(GradflowWarning(f"skipped an unusable checkpoint: {problem}"),
+                              stacklevel=2)
+        trainer._config_changed = plan.rewrite_config
         return trainer
 
     # -- the loop ------------------------------------------------------------------------------
@@ -559,7 +295,7 @@ class Trainer:
         try:
             if self.resumed_from is None or self._config_changed:
                 rundir.write_json(CONFIG, cfg.model_dump(mode="json"))
-            with _blas_threads(run.threads), stop_requests(handle_signals) as stop:
+            with blas_threads(run.threads), stop_requests(handle_signals) as stop:
                 try:
                     summary = self._loop(rundir, progress, stop)
                 except (GradflowError, MemoryError):

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from gradflow.contracts.losses import Loss, get_loss
+from gradflow.contracts.losses import Loss
 from gradflow.contracts.model import Model
-from gradflow.verification.trajectory import as_targets, check_sequence, frozen_step
+from gradflow.verification.trajectory import FrozenTrajectory
 
 Array = Any
 
@@ -30,35 +30,19 @@ def bptt_gradients(model: Model, theta: Array, inputs: Any, targets: Any,
     ``resets`` (T, B) boolean marks steps that start a new sequence: nothing flows back across
     them (the state before such a step is h_0, which does not depend on θ).
     """
-    backend = model.backend
+    traj = FrozenTrajectory.of(model, theta, inputs, targets, loss, resets)
+    backend, theta, cuts = model.backend, traj.theta, traj.resets
     xp = backend.xp
-    theta = backend.asarray(theta)
-    inputs = backend.asarray(inputs)
-    targets = as_targets(model, targets)
-    T, B = check_sequence(model, inputs, targets)
-    loss_fn = get_loss(loss)
-    cuts = None if resets is None else backend.asarray(np.asarray(resets, dtype=bool))
-
-    h = model.initial_state(B)
-    h0 = model.initial_state(B)
-    caches, deltas, outs = [], [], []
-    for t in range(T):
-        if cuts is not None:
-            h = xp.where(cuts[t, ...][:, None], h0, h)
-        h, record = frozen_step(model, theta, h, inputs[t, ...], targets[t, ...], loss_fn)
-        caches.append(record.cache)
-        deltas.append(record.delta)
-        outs.append(record.grad_out)
-
-    rows = np.zeros((T, model.layout.size))
+    records = traj.records()
+    rows = np.zeros((traj.steps, model.layout.size))
     zero = xp.zeros((), dtype=backend.dtype)
-    for t in range(T):
-        u = deltas[t]
+    for t in range(traj.steps):
+        u = records[t].delta
         g = xp.zeros((model.layout.n_rec,), dtype=backend.dtype)
         for s in range(t, -1, -1):
-            u, g_theta = model.vjp(theta, caches[s], u)
+            u, g_theta = model.vjp(theta, records[s].cache, u)
             g = g + xp.sum(g_theta, axis=0)
             if cuts is not None:
                 u = xp.where(cuts[s, ...][:, None], zero, u)
-        rows[t] = backend.to_numpy(xp.concat([g, outs[t]]))
+        rows[t] = backend.to_numpy(xp.concat([g, records[t].grad_out]))
     return rows

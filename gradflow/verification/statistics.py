@@ -31,12 +31,13 @@ from gradflow.contracts.estimator import Estimator
 from gradflow.contracts.losses import Loss, get_loss
 from gradflow.contracts.model import Model
 from gradflow.contracts.random import CounterRNG
+from gradflow.registry.discovery import get_registry
 from gradflow.registry.factory import create_estimator
 from gradflow.registry.guard import check_direction
 from gradflow.verification.trajectory import (
+    FrozenTrajectory,
     as_targets,
     frozen_gradients,
-    frozen_step,
     preconditioning,
 )
 
@@ -215,10 +216,8 @@ def _sample_streams(model: Model, estimator: Estimator, theta: Any, inputs: np.n
     does not give per-stream estimates (nothing is accumulated then)."""
     backend = model.backend
     xp = backend.xp
-    loss_fn = get_loss(loss)
-    theta = backend.asarray(theta)
     T = inputs.shape[0]
-    n_rec = model.layout.n_rec
+    n_rec, n_out = model.layout.n_rec, model.layout.n_out
     tgt = np.asarray(backend.to_numpy(as_targets(model, targets)))
     cuts = None if resets is None else np.asarray(resets, dtype=bool).reshape(T, 1)
     chunks = math.ceil(samples / max_streams)
@@ -226,19 +225,13 @@ def _sample_streams(model: Model, estimator: Estimator, theta: Any, inputs: np.n
     done = 0
     for c in range(chunks):
         B = min(max_streams, samples - done)
-        X = backend.asarray(np.repeat(inputs, B, axis=1))
-        Y = as_targets(model, np.repeat(tgt, B, axis=1))
+        traj = FrozenTrajectory.of(model, theta, np.repeat(inputs, B, axis=1),
+                                   np.repeat(tgt, B, axis=1), loss,
+                                   None if cuts is None else np.repeat(cuts, B, axis=1))
         estimator.start(B, seed=seeds[c])
-        h = model.initial_state(B)
-        h0 = model.initial_state(B)
         total = xp.zeros((B, model.layout.size), dtype=backend.dtype)
-        for t in range(T):
-            if cuts is not None and cuts[t, 0]:
-                mask = backend.asarray(np.ones(B, dtype=bool))
-                h = h0
-                estimator.reset(mask)
-            h, record = frozen_step(model, theta, h, X[t, ...], Y[t, ...], loss_fn)
-            direction = estimator.step(record)
+        for t, out in traj.run(estimator):
+            direction = out.direction
             if direction is not None:
                 check_direction(estimator, direction, model.layout.size)
             per_stream = estimator.stream_estimates()
@@ -249,8 +242,8 @@ def _sample_streams(model: Model, estimator: Estimator, theta: Any, inputs: np.n
                                     "estimates in the middle of a trajectory")
             # each copy's δ carries 1/B: B × its share is one stream's estimate; the readout part
             # is exact and the same for every copy (the sum over copies of grad_out / B)
-            out = xp.broadcast_to(direction[n_rec:][None, :], (B, model.layout.n_out))
-            g = xp.concat([float(B) * per_stream, out], axis=1)
+            out_part = xp.broadcast_to(direction[n_rec:][None, :], (B, n_out))
+            g = xp.concat([float(B) * per_stream, out_part], axis=1)
             total = total + g
             moments.add(t, backend.to_numpy(g))
         moments.add(T, backend.to_numpy(total))
@@ -276,8 +269,17 @@ def random_trajectory(model: Model, steps: int, seed: int = 0,
     return model.init_params(seed), inputs, targets
 
 
+def default_reference() -> str:
+    """The exact per-step reference: the first registered estimator that declares
+    ``kind = "exact"`` and runs online (returns a direction every step: RTRL)."""
+    for info in get_registry().entries["estimator"].values():
+        if info.cls.kind == "exact" and info.cls.online:
+            return info.name
+    raise GradflowError("no registered estimator is exact and online: name a --reference")
+
+
 def estimator_statistics(model: Model, estimator: str | Estimator,
-                         reference: str | Estimator = "rtrl", samples: int = 1000,
+                         reference: str | Estimator | None = None, samples: int = 1000,
                          steps: int = 20, seed: int = 0, loss: str = "mse",
                          theta_scale: float = 1.0,
                          estimator_options: dict[str, Any] | None = None,
@@ -287,9 +289,9 @@ def estimator_statistics(model: Model, estimator: str | Estimator,
     trajectory of ``steps`` steps (see the module docstring).
 
     ``estimator`` and ``reference`` are registered names (with ``*_options``) or instances; the
-    reference must be deterministic. Per-step rows are meaningful against a per-step reference
-    (RTRL); the row of the sum against any exact one. ``theta_scale`` multiplies θ (values
-    above 1 drive tanh units into saturation).
+    reference must be deterministic (default: :func:`default_reference`, RTRL). Per-step rows are
+    meaningful against a per-step reference; the row of the sum against any exact one.
+    ``theta_scale`` multiplies θ (values above 1 drive tanh units into saturation).
     """
     if samples < 1:
         raise GradflowError(f"samples must be at least 1, got {samples}")
@@ -297,10 +299,11 @@ def estimator_statistics(model: Model, estimator: str | Estimator,
     est = estimator if isinstance(estimator, Estimator) else create_estimator(
         estimator, model, **(estimator_options or {}))
     ref_est = reference if isinstance(reference, Estimator) else create_estimator(
-        reference, model, **(reference_options or {}))
+        default_reference() if reference is None else reference, model,
+        **(reference_options or {}))
     if ref_est.stochastic:
         raise GradflowError(f"reference {ref_est.name!r} is a random estimator; use an exact one "
-                            "(rtrl)")
+                            f"({default_reference()})")
     theta, inputs, targets = random_trajectory(model, steps, seed, loss)
     if theta_scale != 1.0:
         theta = theta * float(theta_scale)

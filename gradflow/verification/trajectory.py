@@ -1,13 +1,17 @@
-"""Gradient estimates along a fixed trajectory with θ held fixed.
+"""Frozen trajectories: gradient estimates along fixed inputs and targets with θ held fixed.
 
 This is how estimators are compared with each other and with exact references: the same θ, the
-same inputs and targets, no parameter update, and one row per step.
+same inputs, targets and sequence boundaries, no parameter update, and one row per step. A
+:class:`FrozenTrajectory` runs the one online step (:func:`gradflow.training.step.online_step`)
+along its steps — with an estimator, or without one for the records an exact reference needs —
+so a trajectory is stepped exactly as training steps a stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,12 +20,15 @@ from gradflow.contracts.errors import ShapeError
 from gradflow.contracts.estimator import Estimator, StepRecord
 from gradflow.contracts.losses import Loss, get_loss
 from gradflow.contracts.model import Model
+from gradflow.contracts.task import Batch
 from gradflow.registry.guard import check_direction
+from gradflow.training.step import StepOutcome, online_step
 
 Array = Any
 
 
 def check_sequence(model: Model, inputs: Array, targets: Array) -> tuple[int, int]:
+    """(T, B) of a trajectory, after checking the shapes of its inputs and targets."""
     if inputs.ndim != 3 or inputs.shape[2] != model.n_in:
         raise ShapeError(f"inputs must have shape (T, B, {model.n_in}), got {tuple(inputs.shape)}")
     T, B = int(inputs.shape[0]), int(inputs.shape[1])
@@ -31,14 +38,12 @@ def check_sequence(model: Model, inputs: Array, targets: Array) -> tuple[int, in
     return T, B
 
 
-def frozen_step(model: Model, theta: Array, h: Array, x: Array, y: Array,
-                loss_fn: Loss) -> tuple[Array, StepRecord]:
-    """One step of a trajectory with θ fixed: h_t = f(h_{t−1}, x_t), ŷ_t = g(h_t), the loss's
-    gradient and the readout VJP. Returns h_t and what an estimator sees of the step."""
-    h, cache = model.forward(theta, h, x)
-    _, dy = loss_fn(model.readout(theta, h), y)
-    delta, g_out = model.readout_vjp(theta, h, dy)
-    return h, StepRecord(theta=theta, cache=cache, delta=delta, grad_out=g_out)
+def as_targets(model: Model, targets: Any) -> Array:
+    """Targets as arrays of the model's backend (integer labels as int64)."""
+    arr = np.asarray(targets) if not hasattr(targets, "__array_namespace__") else targets
+    if isinstance(arr, np.ndarray) and arr.dtype.kind in "iu":
+        return model.backend.asarray(arr.astype(np.int64))
+    return model.backend.asarray(arr)
 
 
 @contextmanager
@@ -56,11 +61,80 @@ def preconditioning(estimator: Estimator, on: bool) -> Iterator[Estimator]:
         estimator.precondition = previous
 
 
-def as_targets(model: Model, targets: Any) -> Array:
-    arr = np.asarray(targets) if not hasattr(targets, "__array_namespace__") else targets
-    if isinstance(arr, np.ndarray) and arr.dtype.kind in "iu":
-        return model.backend.asarray(arr.astype(np.int64))
-    return model.backend.asarray(arr)
+@dataclass
+class FrozenTrajectory:
+    """A model, a fixed θ and T steps of B streams: inputs (T, B, m), targets (T, B) labels or
+    (T, B, k) values, and optional sequence boundaries ``resets`` (T, B) (true where step t
+    starts a new sequence), all as arrays of the model's backend."""
+
+    model: Model
+    theta: Array
+    inputs: Array
+    targets: Array
+    loss: Loss
+    resets: Array | None = None
+    #: the steps where some stream starts a new sequence (the others pass no reset mask)
+    reset_steps: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, model: Model, theta: Any, inputs: Any, targets: Any,
+           loss: str | Loss = "mse", resets: Any = None) -> FrozenTrajectory:
+        """A trajectory from NumPy (or backend) arrays, checked and moved to the backend."""
+        backend = model.backend
+        cuts = None if resets is None else np.asarray(resets, dtype=bool)
+        traj = cls(model, backend.asarray(theta), backend.asarray(inputs),
+                   as_targets(model, targets), get_loss(loss),
+                   None if cuts is None else backend.asarray(cuts),
+                   frozenset() if cuts is None else
+                   frozenset(int(t) for t in np.flatnonzero(cuts.reshape(len(cuts), -1).any(1))))
+        check_sequence(model, traj.inputs, traj.targets)
+        return traj
+
+    @property
+    def steps(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def batch(self) -> int:
+        return int(self.inputs.shape[1])
+
+    def batch_at(self, t: int) -> Batch:
+        """Step t as a task would give it."""
+        reset = self.resets[t, ...] if t in self.reset_steps else None
+        return Batch(self.inputs[t, ...], self.targets[t, ...], reset)
+
+    def run(self, estimator: Estimator | None = None) -> Iterator[tuple[int, StepOutcome]]:
+        """The online steps along the trajectory from h_0, as (t, outcome); an estimator given
+        here has been started by the caller."""
+        model = self.model
+        h0 = model.initial_state(self.batch)
+        h = h0
+        for t in range(self.steps):
+            out = online_step(model, self.loss, self.theta, h, self.batch_at(t), h0, estimator)
+            h = out.h
+            yield t, out
+
+    def records(self) -> list[StepRecord]:
+        """What an estimator sees of each step (forward, loss and readout VJP, once)."""
+        return [out.record for _, out in self.run() if out.record is not None]
+
+    def directions(self, estimator: Estimator, seed: int = 0,
+                   ) -> tuple[list[tuple[int, Array]], Array | None]:
+        """Start ``estimator`` (seed ``seed``) and run it along the trajectory: the directions it
+        returned, as (step, direction) with each direction copied to the host, and what
+        :meth:`~gradflow.Estimator.flush` returned at the end (``None`` if nothing)."""
+        backend, size = self.model.backend, self.model.layout.size
+        estimator.start(self.batch, seed=seed)
+        out: list[tuple[int, Array]] = []
+        for t, step in self.run(estimator):
+            if step.direction is not None:
+                check_direction(estimator, step.direction, size)
+                out.append((t, backend.to_numpy(step.direction)))
+        pending = estimator.flush(self.theta)
+        if pending is not None:
+            check_direction(estimator, pending, size)
+            pending = backend.to_numpy(pending)
+        return out, pending
 
 
 def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: Any,
@@ -85,32 +159,12 @@ def frozen_gradients(model: Model, estimator: Estimator, theta: Array, inputs: A
         estimates that can be compared with exact references. The estimator's flag is restored
         on return.
     """
-    backend = model.backend
-    xp = backend.xp
-    theta = backend.asarray(theta)
-    inputs = backend.asarray(inputs)
-    targets = as_targets(model, targets)
-    T, B = check_sequence(model, inputs, targets)
-    loss_fn = get_loss(loss)
-    reset_masks = None if resets is None else backend.asarray(np.asarray(resets, dtype=bool))
-
+    traj = FrozenTrajectory.of(model, theta, inputs, targets, loss, resets)
+    rows = np.zeros((traj.steps, model.layout.size), dtype=np.float64)
     with preconditioning(estimator, precondition):
-        estimator.start(B, seed=seed)
-        h = model.initial_state(B)
-        h0 = model.initial_state(B)
-        rows = np.zeros((T, model.layout.size), dtype=np.float64)
-        for t in range(T):
-            if reset_masks is not None:
-                mask = reset_masks[t, ...]
-                h = xp.where(mask[:, None], h0, h)
-                estimator.reset(mask)
-            h, record = frozen_step(model, theta, h, inputs[t, ...], targets[t, ...], loss_fn)
-            direction = estimator.step(record)
-            if direction is not None:
-                check_direction(estimator, direction, model.layout.size)
-                rows[t] += backend.to_numpy(direction)
-        pending = estimator.flush(theta)
-        if pending is not None:
-            check_direction(estimator, pending, model.layout.size)
-            rows[T - 1] += backend.to_numpy(pending)
+        returned, pending = traj.directions(estimator, seed)
+    for t, direction in returned:
+        rows[t] += direction
+    if pending is not None:
+        rows[traj.steps - 1] += pending
     return rows

@@ -54,13 +54,17 @@ from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.rank_one import RankOneOptions
 from pydantic import Field
 
-from gradflow import StepRecord, block_size, blocks
+from gradflow import (
+    TEMPORARY_BLOCK,
+    PerStream,
+    Scalar,
+    Shared,
+    StepRecord,
+    block_size,
+    blocks,
+)
 
 Array = Any
-#: numbers per temporary block of the metric norms (2 MiB in float64)
-_BLOCK = 1 << 18
-
-
 def information_cap(xp: Any, dtype: Any) -> float:
     """The largest J_θ kept, √(largest float): where ĝ² overflows (saturated units with huge
     loss gradients feed back through the metric: w̃ grows like √(J_θ + λ)), J_θ stops there, so
@@ -77,7 +81,8 @@ def at_most(xp: Any, x: Array, cap: Array) -> None:
 
 
 class KalmanNoBackTrackOptions(RankOneOptions):
-    """Options of ``kalman-nobacktrack`` (defaults: the setting measured in DESIGN §9)."""
+    """Options of ``kalman-nobacktrack`` (defaults: the setting measured in
+    docs/architecture.md §9)."""
 
     t0: float = Field(
         100.0, ge=0.0,
@@ -112,6 +117,7 @@ class KalmanNoBackTrack(NoBackTrack):
     optimizer_defaults: ClassVar[dict[str, Any]] = {
         "name": "sgd", "lr": 1e-4, "schedule": "constant", "clip_rec": None,
     }
+
     def __init__(self, model: Any, options: KalmanNoBackTrackOptions) -> None:
         super().__init__(model, options)
         self.t0 = float(options.t0)
@@ -122,49 +128,32 @@ class KalmanNoBackTrack(NoBackTrack):
         self.state_floor = float(options.state_floor)
 
     # -- state -------------------------------------------------------------------------------
-    def _allocate(self, batch: int) -> None:
-        super()._allocate(batch)
+    def state_fields(self) -> list[Any]:
+        """ṽ and w̃ (reset at a sequence boundary), J_h (B, n) from ``jh_init`` (a stream's metric
+        survives its boundaries), J_θ (P,) from 0, and the update count t."""
+        return [*super().state_fields(),
+                PerStream("J_h", (self.model.n_state,), fill=self.jh_init, reset=False),
+                Shared("J_theta", (self.layout.size,)),
+                Scalar("t", 0)]
+
+    def setup_workspace(self) -> None:
+        """(J_θ + λ)⁻¹ and M_h, derived from the state; the cap of J_θ as one block."""
+        super().setup_workspace()
         xp = self.xp
-        self.J_h = xp.full((batch, self.model.n_state), self.jh_init, dtype=self.dtype)
-        self._refresh_state_metric()
-        self.J_theta = xp.zeros((self.layout.size,), dtype=self.dtype)
-        self.t = 0
-        self._inv = xp.zeros((self.layout.size,), dtype=self.dtype)  # workspace, see below
+        self._inv = xp.zeros((self.layout.size,), dtype=self.dtype)
         self._refresh_inverse()
+        self._refresh_state_metric()
+        size = min(block_size(xp), self.layout.size)
+        # information_cap as a constant array of one block (min with an array is fast)
+        self._cap = xp.full((size,), information_cap(xp, self.dtype), dtype=self.dtype)
 
     def _refresh_inverse(self) -> None:
         """(J_θ + λ)⁻¹, (P,), in place: the inverse metric of the next step and this step's
         scaling (``x **= -1`` is the reciprocal, bit for bit 1 / x)."""
-        inv = getattr(self, "_inv", None)
-        if inv is None or tuple(inv.shape) != tuple(self.J_theta.shape):  # after a load
-            inv = self._inv = self.xp.zeros(self.J_theta.shape, dtype=self.dtype)
-        inv[...] = self.J_theta
+        inv = self._inv
+        inv[...] = self.state.J_theta
         inv += self.damping
         inv **= -1
-
-    def _information_cap(self) -> Array:
-        """:func:`information_cap` as a constant array of one block (min with an array is
-        fast)."""
-        size = min(block_size(self.xp), self.layout.size)
-        cap = getattr(self, "_cap", None)
-        if cap is None or cap.shape[0] != size:
-            cap = self._cap = self.xp.full((size,), information_cap(self.xp, self.dtype),
-                                           dtype=self.dtype)
-        return cap
-
-    def state_arrays(self) -> dict[str, Array]:
-        return {**super().state_arrays(), "J_h": self.J_h, "J_theta": self.J_theta}
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["t"] = self.t
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.t = int(state["t"])
-        self._refresh_inverse()
-        self._refresh_state_metric()
 
     def stream_estimates(self) -> Array | None:
         """``None``: the streams share J_θ, which the summed estimate updates, so they are not
@@ -172,47 +161,48 @@ class KalmanNoBackTrack(NoBackTrack):
         return None
 
     # -- the filter --------------------------------------------------------------------------
-    def _prepare(self, record: StepRecord) -> None:
+    def before_step(self, record: StepRecord) -> None:
+        state = self.state
         scaled = record.delta * float(self.batch)
-        self.J_h = (1.0 - self.beta) * self.J_h + self.beta * (scaled * scaled)
+        state.J_h = (1.0 - self.beta) * state.J_h + self.beta * (scaled * scaled)
         self._refresh_state_metric()
 
     def _refresh_state_metric(self) -> None:
         """M_h = J_h + κ · mean_k J_h per stream, (B, n): the state metric of the norms."""
+        j_h = self.state.J_h
         if self.state_floor == 0.0:
-            self._metric_h = self.J_h
+            self._metric_h = j_h
         else:
-            floor = self.state_floor * self.xp.mean(self.J_h, axis=1, keepdims=True)
-            self._metric_h = self.J_h + floor
+            self._metric_h = j_h + self.state_floor * self.xp.mean(j_h, axis=1, keepdims=True)
 
-    def _inv_param_metric(self) -> Array | None:
+    def inv_param_metric(self) -> Array | None:
         return self._inv[: self.layout.n_rec]
 
-    def _unit_sqnorms(self) -> Array:
+    def unit_sqnorms(self) -> Array:
         return self._metric_h
 
-    def _state_sqnorm(self, v: Array) -> Array:
+    def state_sqnorm(self, v: Array) -> Array:
         return self.xp.sum(self._metric_h * (v * v), axis=1, keepdims=True)
 
-    def _param_sqnorm(self, w: Array) -> Array:
+    def param_sqnorm(self, w: Array) -> Array:
         """Σ_j w_bj² / (J_θ,j + λ) per stream, (B, 1): dot products of w_b with w_b ⊙ inv, in
-        blocks of columns so that the temporary holds at most about 2¹⁸ numbers."""
-        xp, inv = self.xp, self._inv_param_metric()
+        blocks of columns so that the temporary holds at most ``TEMPORARY_BLOCK`` numbers."""
+        xp, inv = self.xp, self.inv_param_metric()
         batch, size = w.shape
-        step = max(1, _BLOCK // batch)
         total = None
-        for c0, c1 in blocks(size, step):
+        for c0, c1 in blocks(size, max(1, TEMPORARY_BLOCK // batch)):
             part = xp.vecdot(w[:, c0:c1] * inv[c0:c1], w[:, c0:c1])
             total = part if total is None else total + part
         return total[:, None]
 
-    def _finish(self, direction: Array) -> Array:
+    def finish(self, direction: Array) -> Array:
         """J_θ ← (1 − γ) J_θ + γ ĝ², then (J_θ + λ)⁻¹ and the preconditioned ĝ, in one blocked
-        pass (:mod:`gradflow.contracts.blocking`): each block of ĝ, J_θ and (J_θ + λ)⁻¹ is read and
-        written once, while it is in the cache."""
-        self.t += 1
-        gamma = self.gamma if self.gamma is not None else 1.0 / (self.t + self.t0)
-        xp, j_theta, inv, cap = self.xp, self.J_theta, self._inv, self._information_cap()
+        pass (:mod:`gradflow.contracts.blocking`): each block of ĝ, J_θ and (J_θ + λ)⁻¹ is read
+        and written once, while it is in the cache."""
+        state = self.state
+        state.t += 1
+        gamma = self.gamma if self.gamma is not None else 1.0 / (state.t + self.t0)
+        xp, j_theta, inv, cap = self.xp, state.J_theta, self._inv, self._cap
         for i, j in blocks(j_theta.shape[0], block_size(xp)):
             g = direction[i:j]
             g2 = g * g

@@ -24,7 +24,8 @@ of the fresh part, Σ_{i≠j} |F_i||F_j| = (Σ_k |F_k|)² − Σ_k |F_k|², is t
 the n factors gives; UORO's single factor cannot adapt to rows of different sizes.
 
 Norms are Euclidean here; :mod:`~gradflow_plugins.estimators.kalman_nobacktrack` takes them in the
-metrics of its filter by overriding the norm hooks.
+metrics of its filter by overriding the metric hooks (:meth:`NoBackTrack.inv_param_metric`,
+:meth:`NoBackTrack.unit_sqnorms`) and the norms of :class:`RankOneEstimator`.
 """
 
 from __future__ import annotations
@@ -53,25 +54,25 @@ class NoBackTrack(RankOneEstimator):
                    "per-unit signs and scales, O(P)/step")
     Options = NoBackTrackOptions
     requires = frozenset({JVP_STATE, VJP, PARAM_ROW_SQNORMS})
-    #: variance control (DESIGN §9; measured in docs/estimators/README.md)
+    #: variance control (docs/architecture.md §9; measured in docs/estimators/README.md)
     optimizer_defaults: ClassVar[dict[str, Any]] = {
         "name": "sgd", "lr": 0.01, "schedule": "constant", "clip_rec": 0.1,
     }
 
     # -- metric hooks (Euclidean here) -------------------------------------------------------
-    def _inv_param_metric(self) -> Array | None:
+    def inv_param_metric(self) -> Array | None:
         """Diagonal of the inverse metric on θ_rec, (P_rec,), or None for the Euclidean one."""
         return None
 
-    def _unit_sqnorms(self) -> Array | float:
+    def unit_sqnorms(self) -> Array | float:
         """|e_k|² for each state coordinate: a (B, n) array, or a number shared by all."""
         return 1.0
 
     # -- the fresh pair ----------------------------------------------------------------------
-    def _fresh(self, record: StepRecord) -> Fresh:
+    def fresh(self, record: StepRecord) -> Fresh:
         row_sq = self.model.param_row_sqnorms(record.theta, record.cache,
-                                              self._inv_param_metric())
-        rho = balance(self.xp, row_sq, self._unit_sqnorms(), self.eps)  # ρ_k, (B, n)
+                                              self.inv_param_metric())
+        rho = balance(self.xp, row_sq, self.unit_sqnorms(), self.eps)  # ρ_k, (B, n)
         signs = self.rng.signs(tuple(row_sq.shape), self.dtype)
         # b = Σ_k ε_k F_t[k, :] / ρ_k = uᵀ F_t with u = ε / ρ: added into w̃ by the model
         return Fresh(a=signs * rho, cotangent=signs / rho)

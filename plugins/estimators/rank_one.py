@@ -22,8 +22,10 @@ The gradient estimate of step t is then g_t = [Σ_b (δ_t,b · ṽ_b) w̃_b, ∂
 estimate of ∂ℓ_t/∂θ (δ_t already carries the 1/B of the mean loss). Memory n + P_rec per stream;
 cost per step one JVP in the state, one VJP and O(n + P) vector work — no n × P_rec array.
 
-Subclasses supply the fresh pair (:meth:`RankOneEstimator._fresh`) and, for metric-weighted
-versions, the norms (``_state_sqnorm``, ``_param_sqnorm``) and post-processing (``_finish``).
+Subclasses supply the fresh pair (:meth:`RankOneEstimator.fresh`) and, for metric-weighted versions,
+the norms (:meth:`~RankOneEstimator.state_sqnorm`, :meth:`~RankOneEstimator.param_sqnorm`), a hook
+run first in every step (:meth:`~RankOneEstimator.before_step`) and the post-processing of the
+estimate (:meth:`~RankOneEstimator.finish`).
 
 Hot path (per step, B streams): the parameter factor is updated in place,
 
@@ -33,7 +35,7 @@ when the fresh parameter factor is a VJP b = uᵀF_t (both built-in estimators),
 direction is written into a buffer allocated once (:meth:`gradflow.Estimator.direction_buffer`).
 Norms of parameter vectors are dot products (``vecdot``). So a step reads and writes w̃ a few
 times and allocates at most one outer-product block (see the model), whatever n is; no number is
-read back to the host. :meth:`state_dict` returns copies.
+read back to the host.
 """
 
 from __future__ import annotations
@@ -47,17 +49,17 @@ from pydantic import Field
 
 from gradflow import (
     JVP_STATE,
+    TEMPORARY_BLOCK,
     VJP,
     Estimator,
     EstimatorOptions,
+    PerStream,
     StepRecord,
     block_size,
     blocks,
 )
 
 Array = Any
-#: numbers per temporary block (2 MiB in float64): see the ``rnn`` model's hot paths
-_BLOCK = 1 << 18
 
 
 class RankOneOptions(EstimatorOptions):
@@ -88,62 +90,54 @@ def _root(xp: Any, x: Array | float) -> Array | float:
 class RankOneEstimator(Estimator):
     """Per-stream rank-one estimate ṽ w̃ᵀ of G_t (see the module docstring).
 
-    State: ``v`` (B, n) and ``w`` (B, P_rec), both zero at the start and after a reset.
+    State: ``v`` (B, n) and ``w`` (B, P_rec), both zero at the start and when a stream starts a
+    new sequence (h_0 does not depend on θ).
     """
 
     requires = frozenset({JVP_STATE, VJP})
+    kind = "unbiased"
     stochastic = True
 
     def __init__(self, model: Any, options: RankOneOptions) -> None:
         super().__init__(model, options)
         self.eps = float(options.eps)
-        self._coef: Array | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _allocate(self, batch: int) -> None:
-        xp, n, p = self.xp, self.model.n_state, self.layout.n_rec
-        self.v = xp.zeros((batch, n), dtype=self.dtype)
-        self.w = xp.zeros((batch, p), dtype=self.dtype)
-        self._coef = None
+    def state_fields(self) -> list[PerStream]:
+        return [PerStream("v", (self.model.n_state,)), PerStream("w", (self.layout.n_rec,))]
 
-    def reset(self, mask: Array) -> None:
-        """Masked streams start afresh: ṽ = 0, w̃ = 0 (h_0 does not depend on θ)."""
-        self.v = self.zero_where(mask, self.v)
-        self.w = self.zero_where(mask, self.w)
-
-    def state_arrays(self) -> dict[str, Array]:
-        return {"v": self.v, "w": self.w}
+    def setup_workspace(self) -> None:
+        self._coef: Array | None = None  # δ_t,b · ṽ_b of the last step (stream_estimates)
 
     # -- hooks -------------------------------------------------------------------------------
-    def _prepare(self, record: StepRecord) -> None:
+    def before_step(self, record: StepRecord) -> None:
         """Called first in every step (filters update their metrics here). Default: nothing."""
 
     @abstractmethod
-    def _fresh(self, record: StepRecord) -> Fresh:
+    def fresh(self, record: StepRecord) -> Fresh:
         """The fresh pair, with E[a bᵀ] = F_t per stream, built from signs drawn now, already
         balanced, and odd in those signs: see :class:`Fresh`."""
 
-    def _state_sqnorm(self, v: Array) -> Array:
+    def state_sqnorm(self, v: Array) -> Array:
         """Squared norm of state vectors (B, n) -> (B, 1). Euclidean by default."""
         return self.xp.sum(v * v, axis=1, keepdims=True)
 
-    def _param_sqnorm(self, w: Array) -> Array:
+    def param_sqnorm(self, w: Array) -> Array:
         """Squared norm of parameter vectors (B, P_rec) -> (B, 1). Euclidean by default."""
         return self.xp.vecdot(w, w)[:, None]
 
-    def _finish(self, direction: Array) -> Array:
+    def finish(self, direction: Array) -> Array:
         """Post-process the full estimate ĝ_t (P,) into the returned direction (in place allowed:
         ``direction`` is the estimator's buffer). Default: ĝ_t."""
         return direction
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, record: StepRecord) -> Array:
-        xp, model = self.xp, self.model
-        self._prepare(record)
-        v_prop = model.jvp_state(record.theta, record.cache, self.v)  # J_t ṽ, a new (B, n)
-        rho = balance(xp, self._param_sqnorm(self.w), self._state_sqnorm(v_prop), self.eps)
-        fresh = self._fresh(record)
-        w = self.w
+        xp, model, state = self.xp, self.model, self.state
+        self.before_step(record)
+        v_prop = model.jvp_state(record.theta, record.cache, state.v)  # J_t ṽ, a new (B, n)
+        w = state.w
+        rho = balance(xp, self.param_sqnorm(w), self.state_sqnorm(v_prop), self.eps)
+        fresh = self.fresh(record)
         w /= rho  # w̃ / ρ̄, in place
         if fresh.cotangent is not None:
             model.vjp_accumulate(record.theta, record.cache, fresh.cotangent, w, state=False)
@@ -151,7 +145,7 @@ class RankOneEstimator(Estimator):
             w += fresh.b
         v_prop *= rho
         v_prop += fresh.a
-        self.v = v_prop
+        state.v = v_prop
         coef = xp.sum(record.delta * v_prop, axis=1)  # δ_t,b · ṽ_b, (B,)
         self._coef = coef
         buf = self.direction_buffer()
@@ -160,17 +154,16 @@ class RankOneEstimator(Estimator):
             for c0, c1 in blocks(n_rec, block_size(xp)):
                 buf[c0:c1] = w[0, c0:c1] * coef[0]
         else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
-            step = max(1, _BLOCK // w.shape[0])
-            for c0, c1 in blocks(n_rec, step):
+            for c0, c1 in blocks(n_rec, max(1, TEMPORARY_BLOCK // w.shape[0])):
                 buf[c0:c1] = coef @ w[:, c0:c1]
         buf[n_rec:] = record.grad_out
-        return self._finish(buf)
+        return self.finish(buf)
 
     def stream_estimates(self) -> Array | None:
         """(δ_t,b · ṽ_b) w̃_b for each stream b, (B, P_rec): the streams are independent."""
         if self._coef is None:
             return None
-        return self._coef[:, None] * self.w
+        return self._coef[:, None] * self.state.w
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Returns [0, ∂ℓ_t/∂θ_out]: the recurrent weights stay at their initial values and only the readout
 learns (an echo-state network trained online). It is also the forward-cost baseline of the
-benchmarks: a step costs one forward, one readout and one readout VJP.
+benchmarks (``forward_only``): a step costs one forward, one readout and one readout VJP.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ Array = Any
 class ReadoutOnly(Estimator):
     name = "readout-only"
     description = "trains the readout θ_out alone (memoryless baseline, forward-cost reference)"
+    kind = "biased"
+    forward_only = True
     #: a linear readout on fixed features is a convex problem: no decay of the learning rate
     optimizer_defaults: ClassVar[dict[str, Any]] = {
         "name": "adam", "lr": 0.01, "schedule": "constant",
     }
-
-    def _allocate(self, batch: int) -> None:
-        self.direction_buffer()
 
     def step(self, record: StepRecord) -> Array:
         # the buffer's recurrent part is zeroed every step: the caller may have scaled it

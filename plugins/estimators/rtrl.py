@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import JVP_STATE, PARAM_JACOBIAN, Estimator, StepRecord
+from gradflow import JVP_STATE, PARAM_JACOBIAN, Estimator, PerStream, StepRecord
 
 Array = Any
 
@@ -22,25 +22,21 @@ class RTRL(Estimator):
     name = "rtrl"
     description = "real-time recurrent learning: exact online gradient, O(n²P) per step"
     requires = frozenset({JVP_STATE, PARAM_JACOBIAN})
+    kind = "exact"
 
-    def _allocate(self, batch: int) -> None:
-        n, p = self.model.n_state, self.layout.n_rec
-        self.G = self.xp.zeros((batch, n, p), dtype=self.dtype)
-
-    def reset(self, mask: Array) -> None:
-        self.G = self.zero_where(mask, self.G)
+    def state_fields(self) -> list[PerStream]:
+        """G (B, n, P_rec), zero at the start and when a stream starts a new sequence (h_0 does
+        not depend on θ)."""
+        return [PerStream("G", (self.model.n_state, self.layout.n_rec))]
 
     def step(self, record: StepRecord) -> Array:
-        xp, model = self.xp, self.model
-        G = model.jvp_state(record.theta, record.cache, self.G)  # J_t G_{t−1}, a new array
+        xp, model, state = self.xp, self.model, self.state
+        G = model.jvp_state(record.theta, record.cache, state.G)  # J_t G_{t−1}, a new array
         G += model.param_jacobian(record.theta, record.cache)
-        self.G = G
+        state.G = G
         batch, n, p = G.shape
         # Σ_b δ_b G_b: one matrix-vector product over the B·n rows of G
         buf = self.direction_buffer()
         buf[:p] = xp.reshape(record.delta, (-1,)) @ xp.reshape(G, (batch * n, p))
         buf[p:] = record.grad_out
         return buf
-
-    def state_arrays(self) -> dict[str, Array]:
-        return {"G": self.G}

@@ -17,16 +17,29 @@ Hot path: the parameter gradient is summed over the streams inside the model
 (``model.vjp_accumulate`` into one (P_rec,) buffer: for ``rnn`` one matrix product Eᵀ H per
 step of the window), so no per-stream (B, P_rec) array exists; the readout gradients are summed
 in place. The stored caches are never modified after they are recorded.
+
+State (declared once, :meth:`WindowBackprop.state_fields`): the window ``hist`` of the last k2
+steps (each entry the step's δ_t, its forward cache and, after a sequence
+boundary, the mask ``cut`` of the streams whose backward pass stops there), the pending readout
+gradient ``g_out``, the number of pending losses, and the boundary seen since the last step.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from gradflow import VJP, Estimator, EstimatorOptions, StepRecord
+from gradflow import (
+    VJP,
+    Estimator,
+    EstimatorOptions,
+    PerStream,
+    Scalar,
+    Shared,
+    StepRecord,
+    Window,
+)
 
 Array = Any
 
@@ -46,34 +59,47 @@ class TBPTTOptions(EstimatorOptions):
 
 
 class WindowBackprop(Estimator):
-    """Shared machinery of TBPTT and BPTT: a history of steps and a backward pass over it."""
+    """Shared machinery of TBPTT and BPTT: a window of steps and a backward pass over it."""
 
     requires = frozenset({VJP})
-    _maxlen: int | None = None
+    #: steps the window keeps (``None``: every step since the last update)
+    window_length: int | None = None
 
-    def _allocate(self, batch: int) -> None:
-        self.history: deque[dict[str, Any]] = deque(maxlen=self._maxlen)
-        self.pending_losses = 0
-        self.g_out = self.xp.zeros((self.layout.n_out,), dtype=self.dtype)
-        self.pending_cut: Array | None = None
-        self._g_rec = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)  # workspace
+    def state_fields(self) -> list[Any]:
+        return [
+            Window("hist", self.window_length),
+            Shared("g_out", (self.layout.n_out,)),
+            Scalar("pending", 0),
+            # streams that started a new sequence since the last recorded step
+            PerStream("cut", (), fill=False, reset=False, dtype="bool"),
+            Scalar("cut_pending", False),
+        ]
 
-    def reset(self, mask: Array) -> None:
-        cut = mask if self.pending_cut is None else (self.pending_cut | mask)
-        self.pending_cut = cut
+    def setup_workspace(self) -> None:
+        self._g_rec = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
 
-    def _record(self, record: StepRecord) -> None:
-        self.history.append({"cache": record.cache, "delta": record.delta,
-                             "cut": self.pending_cut})
-        self.pending_cut = None
-        self.g_out += record.grad_out
-        self.pending_losses += 1
+    def on_reset(self, mask: Array) -> None:
+        """Nothing flows back across the boundary: the next recorded step carries the mask."""
+        state = self.state
+        state.cut = (state.cut | mask) if state.cut_pending else self.xp.asarray(mask, copy=True)
+        state.cut_pending = True
 
-    def _backprop(self, theta: Array) -> Array:
-        """Backpropagate the pending losses through the stored window; clear what was used."""
-        xp, model = self.xp, self.model
-        steps = list(self.history)
-        first_loss = len(steps) - self.pending_losses
+    def record(self, record: StepRecord) -> None:
+        """Append the step to the window and add its readout gradient to the pending one."""
+        state = self.state
+        entry = {"delta": record.delta, "cache": record.cache}
+        if state.cut_pending:
+            entry["cut"] = state.cut
+            state.cut_pending = False
+        state.hist.append(entry)
+        state.g_out += record.grad_out
+        state.pending += 1
+
+    def backprop(self, theta: Array) -> Array:
+        """Backpropagate the pending losses through the window; return the direction."""
+        xp, model, state = self.xp, self.model, self.state
+        steps = list(state.hist)
+        first_loss = len(steps) - state.pending
         u = xp.zeros_like(steps[-1]["delta"])
         g = self._g_rec
         g[...] = 0.0
@@ -83,67 +109,40 @@ class WindowBackprop(Estimator):
             if i >= first_loss:
                 u = u + entry["delta"]
             u = model.vjp_accumulate(theta, entry["cache"], u, g)  # g += Σ_b u_bᵀ F_b
-            if entry["cut"] is not None:
-                u = xp.where(entry["cut"][:, None], zero, u)
-        direction = self.fill_direction(g, self.g_out)
-        self.g_out[...] = 0.0
-        self.pending_losses = 0
+            cut = entry.get("cut")
+            if cut is not None:
+                u = xp.where(cut[:, None], zero, u)
+        direction = self.fill_direction(g, state.g_out)
+        state.g_out[...] = 0.0
+        state.pending = 0
         return direction
 
     def flush(self, theta: Array) -> Array | None:
-        if self.pending_losses == 0:
+        if self.state.pending == 0:
             return None
-        return self._backprop(theta)
-
-    # -- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["pending_losses"] = self.pending_losses
-        state["history_len"] = len(self.history)
-        state["array.g_out"] = self.copy_array(self.g_out)  # summed in place: a snapshot
-        if self.pending_cut is not None:
-            state["array.pending_cut"] = self.pending_cut
-        for i, entry in enumerate(self.history):
-            state[f"array.hist.{i}.delta"] = entry["delta"]
-            if entry["cut"] is not None:
-                state[f"array.hist.{i}.cut"] = entry["cut"]
-            for key, value in entry["cache"].items():
-                state[f"array.hist.{i}.cache.{key}"] = value
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._allocate(self.batch)
-        self.pending_losses = int(state["pending_losses"])
-        asarray = self.backend.asarray
-        self.g_out = self.load_array(state["array.g_out"])
-        if "array.pending_cut" in state:
-            self.pending_cut = asarray(state["array.pending_cut"])
-        for i in range(int(state["history_len"])):
-            prefix = f"array.hist.{i}.cache."
-            cache = {k[len(prefix):]: asarray(v) for k, v in state.items()
-                     if k.startswith(prefix)}
-            cut = state.get(f"array.hist.{i}.cut")
-            self.history.append({"cache": cache, "delta": asarray(state[f"array.hist.{i}.delta"]),
-                                 "cut": None if cut is None else asarray(cut)})
-
-    def load_state_arrays(self, arrays: dict[str, Array]) -> None:
-        """History is restored by :meth:`load_state_dict` itself."""
+        return self.backprop(theta)
 
 
 class TBPTT(WindowBackprop):
     name = "tbptt"
     description = "truncated BPTT: every k1 steps, backprop the last k1 losses through k2 steps"
     Options = TBPTTOptions
+    #: exact only when the window covers the whole past (k2 ≥ the sequence length)
+    kind = "biased"
 
     def __init__(self, model: Any, options: TBPTTOptions) -> None:
         super().__init__(model, options)
         self.truncation = options.truncation
         self.interval = options.interval or options.truncation
-        self._maxlen = self.truncation
+        self.window_length = self.truncation
+
+    @property
+    def update_interval(self) -> int:
+        """k1."""
+        return self.interval
 
     def step(self, record: StepRecord) -> Array | None:
-        self._record(record)
-        if self.pending_losses == self.interval:
-            return self._backprop(record.theta)
+        self.record(record)
+        if self.state.pending == self.interval:
+            return self.backprop(record.theta)
         return None

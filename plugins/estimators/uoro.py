@@ -17,9 +17,9 @@ Each step (per stream, ε = 1e-7 by default):
 (see :mod:`gradflow_plugins.estimators.rank_one`). Cost per step: one JVP, one VJP, O(n + P);
 memory n + P_rec per stream.
 
-By linearity δθ/ρ1 = (ν/ρ1)ᵀF_t: when the model gives |νᵀF_t| cheaply (``vjp_param_sqnorms``;
-O(n) for ``rnn``), ρ1 comes first and the VJP with the cotangent ν/ρ1 is added straight into w̃;
-otherwise δθ is formed once, measured and scaled.
+By linearity δθ/ρ1 = (ν/ρ1)ᵀF_t: when the model gives |νᵀF_t| cheaply (it implements
+``vjp_param_sqnorms``: O(n) for ``rnn``), ρ1 comes first and the VJP with the cotangent ν/ρ1 is
+added straight into w̃; otherwise δθ is formed once, measured and scaled.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gradflow_plugins.estimators.rank_one import (
     balance,
 )
 
-from gradflow import StepRecord
+from gradflow import VJP_PARAM_SQNORMS, StepRecord
 
 Array = Any
 
@@ -45,19 +45,23 @@ class UOROOptions(RankOneOptions):
 class UORO(RankOneEstimator):
     name = "uoro"
     description = "UORO (Tallec & Ollivier 2017): unbiased rank-one estimate of ∂h/∂θ, O(P)/step"
-    #: variance control (DESIGN §9; measured in docs/estimators/README.md): raw rank-one estimates
-    #: wreck the recurrent weights unless their norm is clipped
+    #: variance control (docs/architecture.md §9; measured in docs/estimators/README.md): raw
+    #: rank-one estimates wreck the recurrent weights unless their norm is clipped
     optimizer_defaults: ClassVar[dict[str, Any]] = {
         "name": "sgd", "lr": 0.01, "schedule": "constant", "clip_rec": 0.1,
     }
     Options = UOROOptions
 
-    def _fresh(self, record: StepRecord) -> Fresh:
+    def __init__(self, model: Any, options: UOROOptions) -> None:
+        super().__init__(model, options)
+        self._cheap_norms = model.has(VJP_PARAM_SQNORMS)
+
+    def fresh(self, record: StepRecord) -> Fresh:
         xp, model = self.xp, self.model
-        batch, n = self.v.shape
+        batch, n = self.state.v.shape
         nu = self.rng.signs((batch, n), self.dtype)
-        sq = model.vjp_param_sqnorms(record.theta, record.cache, nu)  # |νᵀ F_t|², (B,)
-        if sq is not None:
+        if self._cheap_norms:
+            sq = model.vjp_param_sqnorms(record.theta, record.cache, nu)  # |νᵀ F_t|², (B,)
             rho1 = balance(xp, sq[:, None], float(n), self.eps)
             return Fresh(a=rho1 * nu, cotangent=nu / rho1)
         _, dtheta = model.vjp(record.theta, record.cache, nu)  # νᵀ F_t, (B, P_rec)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import ALL_CAPABILITIES, AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
+from gradflow import AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
 
 Array = Any
 
@@ -45,12 +45,11 @@ class GRU(AffineReadoutModel):
     name = "gru"
     description = "GRU cell (PyTorch gate conventions r, z, n), affine readout"
     Options = ModelOptions
-    capabilities = ALL_CAPABILITIES
 
     def __init__(self, options: ModelOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
-        self._lay_out(
+        self.lay_out(
             [("W_ih", (3 * n, m)), ("W_hh", (3 * n, n)), ("b_ih", (3 * n,)), ("b_hh", (3 * n,))],
             n_visible=n, n_state=n, n_out=k,
         )
@@ -62,7 +61,7 @@ class GRU(AffineReadoutModel):
         rng = CounterRNG(xp, seed)
         bound = 1.0 / self.n_state ** 0.5
         rec = rng.uniform((self.layout.n_rec,), dt, -bound, bound)
-        return xp.concat([rec, *self._readout.init(rng, dt)])
+        return xp.concat([rec, *self.init_readout(rng)])
 
     # -- one step ----------------------------------------------------------------------------
     def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gradflow import ALL_CAPABILITIES, Model, ParamLayout
+from gradflow import Model, ParamLayout
 
 Array = Any
 
@@ -53,7 +53,6 @@ class Influence(Model):
     name = "influence"
     description = "influence balancing: s' = A s + θ b, ŷ = s¹ (truncated gradients point wrong)"
     Options = InfluenceOptions
-    capabilities = ALL_CAPABILITIES
 
     def __init__(self, options: InfluenceOptions, backend: Any) -> None:
         super().__init__(options, backend)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import ALL_CAPABILITIES, AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
+from gradflow import AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
 
 Array = Any
 
@@ -40,13 +40,12 @@ class LSTM(AffineReadoutModel):
     name = "lstm"
     description = "LSTM cell (PyTorch gate conventions i, f, g, o), state [h; c], readout on h"
     Options = ModelOptions
-    capabilities = ALL_CAPABILITIES
 
     def __init__(self, options: ModelOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
         self.n_hidden = n
-        self._lay_out(
+        self.lay_out(
             [("W_ih", (4 * n, m)), ("W_hh", (4 * n, n)), ("b_ih", (4 * n,)), ("b_hh", (4 * n,))],
             n_visible=n, n_state=2 * n, n_out=k,
         )
@@ -58,7 +57,7 @@ class LSTM(AffineReadoutModel):
         rng = CounterRNG(xp, seed)
         bound = 1.0 / self.n_hidden ** 0.5
         rec = rng.uniform((self.layout.n_rec,), dt, -bound, bound)
-        return xp.concat([rec, *self._readout.init(rng, dt)])
+        return xp.concat([rec, *self.init_readout(rng)])
 
     # -- one step ----------------------------------------------------------------------------
     def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from gradflow import (
-    ALL_CAPABILITIES,
+    TEMPORARY_BLOCK,
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
@@ -57,13 +57,12 @@ class RNN(AffineReadoutModel):
     name = "rnn"
     description = "leaky tanh RNN: h' = (1−α)h + α tanh(W_hh h + W_xh x + b_h), affine readout"
     Options = RNNOptions
-    capabilities = ALL_CAPABILITIES
 
     def __init__(self, options: RNNOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
         self.alpha = float(options.alpha)
-        self._lay_out([("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))],
+        self.lay_out([("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))],
                       n_visible=n, n_state=n, n_out=k)
 
     # -- parameters --------------------------------------------------------------------------
@@ -83,7 +82,7 @@ class RNN(AffineReadoutModel):
             rng.uniform((n * m,), dt, -bound, bound),
             rng.uniform((n,), dt, -bound, bound),
         ]
-        pieces += self._readout.init(rng, dt)
+        pieces += self.init_readout(rng)
         return xp.concat(pieces)
 
     # -- one step ----------------------------------------------------------------------------
@@ -180,26 +179,21 @@ class RNN(AffineReadoutModel):
         return d * d * rows
 
 
-#: numbers per temporary block (2 MiB in float64): a block stays in the cache between being
-#: formed and being added, and the allocator reuses its memory from one block to the next
-_BLOCK = 1 << 18
-
-
 def _add_outer_rows(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
     """acc[b, start:start + n·width] += vec(e_b z_bᵀ) for every stream b, one block of at most
-    ``_BLOCK`` numbers at a time: several streams per block for small n, a band of rows of one
-    stream for large n (4 blocks per stream at n = 1024)."""
+    ``TEMPORARY_BLOCK`` numbers at a time: several streams per block for small n, a band of rows
+    of one stream for large n (4 blocks per stream at n = 1024)."""
     B, n = e.shape
     size = n * width
     if size == 0:
         return
-    if size <= _BLOCK:
-        per = _BLOCK // size
+    if size <= TEMPORARY_BLOCK:
+        per = TEMPORARY_BLOCK // size
         for b0, b1 in blocks(B, per):
             outer = e[b0:b1, :, None] * z[b0:b1, None, :]
             acc[b0:b1, start:start + size] += xp.reshape(outer, (b1 - b0, size))
         return
-    rows = max(1, _BLOCK // width)
+    rows = max(1, TEMPORARY_BLOCK // width)
     for b in range(B):
         for r0, r1 in blocks(n, rows):
             outer = e[b, r0:r1, None] * z[b, None, :]
@@ -208,11 +202,12 @@ def _add_outer_rows(xp: Any, acc: Array, start: int, e: Array, z: Array, width: 
 
 def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
     """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): a matrix product over the
-    streams (an outer product for B = 1), in bands of rows of at most ``_BLOCK`` numbers."""
+    streams (an outer product for B = 1), in bands of rows of at most ``TEMPORARY_BLOCK``
+    numbers."""
     B, n = e.shape
     if n * width == 0:
         return
-    rows = max(1, _BLOCK // width)
+    rows = max(1, TEMPORARY_BLOCK // width)
     for r0, r1 in blocks(n, rows):
         band = e[0, r0:r1, None] * z[0, None, :] if B == 1 else e[:, r0:r1].T @ z
         acc[start + r0 * width:start + r1 * width] += xp.reshape(band, (-1,))

@@ -49,20 +49,27 @@ def test_exact_where_snap1_is_rtrl(name: str, backend: str) -> None:
     model = _model(name, backend)
     if name == "rnn":
         model = gradflow.create_model("rnn", backend, alpha=0.7, **SIZES)
-    report = check_estimator("snap1", model, theta=_exact_limit(model), steps=15)
+    report = check_estimator("snap1", model, theta=_exact_limit(model), steps=15, kind="exact")
     assert report["max_rel_error"] < 1e-9
 
 
 @pytest.mark.parametrize("name", ["rnn", "gru", "lstm"])
 def test_exact_at_the_first_step(name: str) -> None:
-    check_estimator("snap1", _model(name), steps=1)
+    check_estimator("snap1", _model(name), steps=1, kind="exact")
 
 
 @pytest.mark.parametrize("name", ["rnn", "gru", "lstm"])
 def test_an_approximation_in_general(name: str) -> None:
     """At a generic θ SnAp-1 drops the influence that flows between units from step 2 on."""
     with pytest.raises(AssertionError, match=r"'snap1' .* step 1 "):
-        check_estimator("snap1", _model(name), steps=15)
+        check_estimator("snap1", _model(name), steps=15, kind="exact")
+
+
+@pytest.mark.parametrize("name", ["rnn", "gru", "lstm", "influence"])
+def test_passes_the_structural_checks(name: str) -> None:
+    """Declared state, reset, snapshots, seeds and the returned buffer: every model."""
+    report = check_estimator("snap1", _model(name), steps=8)
+    assert report["kind"] == "biased" and len(report["checks"]) == 6
 
 
 def test_pattern_and_colours() -> None:

@@ -6,8 +6,8 @@
 * ``raising-step``: raises ZeroDivisionError at step 3;
 * ``exiting-step``: calls sys.exit at step 2;
 * model ``wide-state``: an rnn whose forward returns one state coordinate too many;
-* model ``vjp-only``: an rnn that declares only forward, readout and vjp (a model that is fine,
-  but cannot serve RTRL or the rank-one estimators).
+* model ``vjp-only``: an rnn that implements only forward, readout and vjp (a model that is
+  fine, but cannot serve RTRL or the rank-one estimators).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import gradflow
 class _Readout(gradflow.Estimator):
     """The exact readout gradient (recurrent part zero), counting its steps."""
 
-    def _allocate(self, batch: int) -> None:
-        self.zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
-        self.count = 0
+    def state_fields(self) -> list[Any]:
+        return [gradflow.Scalar("count", 0)]
 
     def step(self, record: gradflow.StepRecord) -> Any:
-        self.count += 1
-        return self.full_direction(self.zeros, record.grad_out)
+        self.state.count += 1
+        return self.fill_direction(0.0, record.grad_out)
 
 
 class LongDirection(_Readout):
@@ -54,7 +53,7 @@ class NanDirection(_Readout):
 
     def step(self, record: gradflow.StepRecord) -> Any:
         direction = super().step(record)
-        return direction * float("nan") if self.count >= 5 else direction
+        return direction * float("nan") if self.state.count >= 5 else direction
 
 
 class RaisingStep(_Readout):
@@ -63,7 +62,7 @@ class RaisingStep(_Readout):
 
     def step(self, record: gradflow.StepRecord) -> Any:
         direction = super().step(record)
-        self.left = 3 - self.count
+        self.left = 3 - self.state.count
         return direction * (1 / self.left)  # ZeroDivisionError at step 3
 
 
@@ -73,7 +72,7 @@ class ExitingStep(_Readout):
 
     def step(self, record: gradflow.StepRecord) -> Any:
         direction = super().step(record)
-        if self.count == 2:
+        if self.state.count == 2:
             sys.exit(0)
         return direction
 
@@ -87,10 +86,25 @@ class WideState(RNN):
         return self.xp.concat([h_next, h_next[:, :1]], axis=1), cache
 
 
-class VjpOnly(RNN):
+class VjpOnly(gradflow.AffineReadoutModel):
     name = "vjp-only"
-    description = "an rnn that declares only forward, readout and vjp"
-    capabilities = frozenset({gradflow.FORWARD, gradflow.READOUT, gradflow.VJP})
+    description = "an rnn that implements only forward, readout and vjp"
+    Options = RNN.Options
+
+    def __init__(self, options: Any, backend: Any) -> None:
+        super().__init__(options, backend)
+        self.rnn = RNN(options, backend)
+        self.layout, self.n_state = self.rnn.layout, self.rnn.n_state
+        self.affine_readout = self.rnn.affine_readout
+
+    def init_params(self, seed: int = 0) -> Any:
+        return self.rnn.init_params(seed)
+
+    def forward(self, theta: Any, h: Any, x: Any) -> Any:
+        return self.rnn.forward(theta, h, x)
+
+    def vjp(self, theta: Any, cache: Any, u: Any) -> Any:
+        return self.rnn.vjp(theta, cache, u)
 
 
 @gradflow.hookimpl

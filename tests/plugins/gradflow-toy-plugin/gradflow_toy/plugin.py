@@ -21,11 +21,8 @@ class SignReadout(gradflow.Estimator):
     description = "scale · sign(∂ℓ/∂θ_out); recurrent weights untouched"
     Options = SignOptions
 
-    def _allocate(self, batch: int) -> None:
-        self.zeros = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
-
     def step(self, record: gradflow.StepRecord) -> Any:
-        return self.full_direction(self.zeros, self.options.scale * self.xp.sign(record.grad_out))
+        return self.fill_direction(0.0, self.options.scale * self.xp.sign(record.grad_out))
 
 
 @gradflow.hookimpl

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from gradflow import JVP_STATE, VJP, Estimator, EstimatorOptions, StepRecord
+from gradflow import JVP_STATE, VJP, Estimator, EstimatorOptions, PerStream, StepRecord
 
 Array = Any
 
@@ -122,7 +122,7 @@ class SnAp1(Estimator):
                    "∂h/∂θ; O(P) memory")
     Options = EstimatorOptions
     requires = frozenset({JVP_STATE, VJP})
-    stochastic = False  # deterministic; exact only in the limits of the module docstring
+    kind = "biased"  # deterministic; exact only in the limits of the module docstring
 
     def __init__(self, model: Any, options: EstimatorOptions) -> None:
         super().__init__(model, options)
@@ -153,22 +153,20 @@ class SnAp1(Estimator):
                                            .astype(np.float64))  # (C, C, P)
         self._eye = xp.eye(n, dtype=self.dtype)
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _allocate(self, batch: int) -> None:
-        xp, n = self.xp, self.model.n_state
-        self.G = xp.zeros((batch, self.n_colours, self.layout.n_rec), dtype=self.dtype)
-        self._identity = xp.broadcast_to(self._eye[None, :, :], (batch, n, n))
+    # -- state -------------------------------------------------------------------------------
+    def state_fields(self) -> list[PerStream]:
+        """G on the pattern, (B, C, P_rec): zero at the start and when a stream starts a new
+        sequence (the base class does both)."""
+        return [PerStream("G", (self.n_colours, self.layout.n_rec))]
 
-    def reset(self, mask: Array) -> None:
-        self.G = self.zero_where(mask, self.G)
-
-    def state_arrays(self) -> dict[str, Array]:
-        return {"G": self.G}
+    def setup_workspace(self) -> None:
+        n = self.model.n_state
+        self._identity = self.xp.broadcast_to(self._eye[None, :, :], (self.batch, n, n))
 
     # -- one step ----------------------------------------------------------------------------
     def step(self, record: StepRecord) -> Array:
-        xp, model = self.xp, self.model
-        B, C, P = self.G.shape
+        xp, model, state = self.xp, self.model, self.state
+        B, C, P = state.G.shape
         n = model.n_state
         theta, cache = record.theta, record.cache
         # J_t on the pattern: J[b, k_c(j), k_c'(j)], (B, C, C, P)
@@ -178,7 +176,7 @@ class SnAp1(Estimator):
         F_pat = xp.stack([model.vjp(theta, cache, xp.broadcast_to(self._colour_masks[c, :][None, :],
                                                                  (B, n)))[1]
                           for c in range(C)], axis=1)
-        self.G = xp.sum(J_pat * self.G[:, None, :, :], axis=2) + F_pat * self._valid
+        state.G = xp.sum(J_pat * state.G[:, None, :, :], axis=2) + F_pat * self._valid
         delta = xp.reshape(xp.take(record.delta, self._row_index, axis=1), (B, C, P))
-        g_rec = xp.sum(delta * self._valid * self.G, axis=(0, 1))
-        return self.full_direction(g_rec, record.grad_out)
+        g_rec = xp.sum(delta * self._valid * state.G, axis=(0, 1))
+        return self.fill_direction(g_rec, record.grad_out)

@@ -1,0 +1,295 @@
+"""The conformance check of a model plugin (public as :mod:`gradflow.testing`).
+
+    from gradflow.testing import check_model
+
+    check_model(my_model)        # every primitive the model implements vs finite differences
+
+It raises :class:`AssertionError` with a message naming the primitive, the batch size and the
+measured error, and returns the measured errors when everything passes. It runs in float64: a
+float32 model is rebuilt in float64 on the same backend for the check.
+
+At a generic point (θ from ``init_params``, a state reached by a
+few forward steps plus noise, random inputs) the exact Jacobians J_t = ∂f/∂h (B, n, n),
+F_t = ∂f/∂θ_rec (B, n, P_rec) and ∂ŷ/∂h are computed by central differences,
+(f(z + εe_j) − f(z − εe_j)) / 2ε column by column, and every primitive is compared with them:
+
+    readout_vjp    (∂ŷ/∂h)ᵀu and Σ_b (∂ŷ_b/∂θ_out)ᵀu_b
+    jvp_state      J V for V (B, n) and (B, n, K)
+    vjp            Uᵀ J and Uᵀ F per stream
+    vjp_accumulate acc += Uᵀ F per stream and summed over streams; Uᵀ J (derived, has a default)
+    vjp_param_sqnorms  ‖Uᵀ F‖² per stream
+    param_jacobian F
+    param_row_sqnorms  Σ_j F[k, j]² and Σ_j F[k, j]² m_j for a random inverse metric m > 0
+
+with relative error ‖a − b‖ / ‖b‖ < ``rtol`` (1e-6), for each batch size (B = 1 and B = 3). It
+also checks shapes, that the forward step ignores θ_out and the readout ignores θ_rec
+(θ = [θ_rec | θ_out] is the contract every estimator relies on), and that the cache is a flat dict
+of arrays. Cost: 2(n + P) forward steps per batch size — check small models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gradflow.contracts.backend import get_backend
+from gradflow.contracts.model import (
+    JVP_STATE,
+    PARAM_JACOBIAN,
+    PARAM_ROW_SQNORMS,
+    VJP,
+    VJP_PARAM_SQNORMS,
+    Model,
+)
+
+__all__ = ["as_float64", "check_model", "relative_error"]
+
+Array = Any
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def relative_error(a: Any, b: Any) -> float:
+    """‖a − b‖ / ‖b‖ (Frobenius norms, float64); 0 when both are empty or zero."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = float(np.linalg.norm(a - b))
+    scale = float(np.linalg.norm(b))
+    if diff == 0.0:
+        return 0.0
+    return diff / scale if scale > 0.0 else float("inf")
+
+
+def as_float64(model: Model) -> Model:
+    """``model`` itself if it runs in float64, else the same model rebuilt on a float64 backend."""
+    if model.backend.dtype_name == "float64":
+        return model
+    backend = get_backend(model.backend.name, "float64", model.backend.seed)
+    return type(model)(model.options, backend)
+
+
+def _fail(what: str, message: str) -> AssertionError:
+    return AssertionError(f"{what}: {message}")
+
+
+# -- models --------------------------------------------------------------------------------------
+class _ModelProbe:
+    """Evaluates a float64 model at NumPy points and compares arrays with a tolerance."""
+
+    def __init__(self, model: Model, rtol: float) -> None:
+        self.model = model
+        self.backend = model.backend
+        self.rtol = rtol
+        self.errors: dict[str, float] = {}
+
+    def np(self, value: Array) -> np.ndarray:
+        return np.array(self.backend.to_numpy(value), dtype=np.float64)
+
+    def arr(self, value: np.ndarray) -> Array:
+        return self.backend.asarray(np.ascontiguousarray(value))
+
+    def shape(self, primitive: str, value: Array, expected: tuple[int, ...]) -> None:
+        got = tuple(int(s) for s in value.shape)
+        if got != expected:
+            raise _fail(f"model {self.model.name!r}: {primitive}",
+                        f"returned shape {got}, expected {expected}")
+
+    def compare(self, primitive: str, batch: int, got: Array, want: np.ndarray) -> None:
+        got_np = self.np(got)
+        err = relative_error(got_np, want)
+        key = primitive
+        self.errors[key] = max(self.errors.get(key, 0.0), err)
+        if not err < self.rtol:
+            raise _fail(
+                f"model {self.model.name!r}: {primitive} (B={batch})",
+                f"relative error {err:.3e} against central finite differences "
+                f"(tolerance {self.rtol:g}; ‖reference‖ = {np.linalg.norm(want):.3e})",
+            )
+
+
+def _central(fun: Callable[[np.ndarray], np.ndarray], x: np.ndarray, eps: float,
+             perturb: Callable[[np.ndarray, int, float], np.ndarray], count: int) -> list:
+    """Central differences of ``fun`` along ``count`` coordinates perturbed by ``perturb``."""
+    cols = []
+    for j in range(count):
+        plus = fun(perturb(x, j, eps))
+        minus = fun(perturb(x, j, -eps))
+        cols.append((plus - minus) / (2.0 * eps))
+    return cols
+
+
+def _perturb_flat(x: np.ndarray, j: int, step: float) -> np.ndarray:
+    y = x.copy()
+    y[j] += step
+    return y
+
+
+def _perturb_column(x: np.ndarray, j: int, step: float) -> np.ndarray:
+    y = x.copy()
+    y[:, j] += step
+    return y
+
+
+def check_model(model: Model, *, theta: Any = None, batch_sizes: tuple[int, ...] = (1, 3),
+                seed: int = 0, eps: float = 1e-6, rtol: float = 1e-6, n_tangents: int = 3,
+                warmup: int = 3, state_noise: float = 0.1) -> dict[str, float]:
+    """Verify every primitive ``model`` implements against central finite differences in float64.
+
+    Parameters
+    ----------
+    model: the model to check (rebuilt in float64 if it is float32).
+    theta: the parameters to check at (default ``model.init_params(seed)``).
+    batch_sizes: the numbers of streams B to check with.
+    seed: seeds θ (when not given), the inputs, the state noise and the random probes.
+    eps: finite-difference step. rtol: the relative-error tolerance.
+    n_tangents: K for the (B, n, K) tangent of ``jvp_state``.
+    warmup: forward steps from ``initial_state`` (random inputs) before the check;
+    state_noise: standard deviation of the Gaussian noise then added to that state.
+
+    Returns ``{primitive: largest relative error over the batch sizes}``; raises
+    :class:`AssertionError` naming the primitive, the batch size and the error otherwise.
+    """
+    model = as_float64(model)
+    probe = _ModelProbe(model, rtol)
+    rng = np.random.default_rng(seed)
+    theta_np = probe.np(model.init_params(seed) if theta is None else model.backend.asarray(theta))
+    if theta_np.shape != (model.layout.size,):
+        raise _fail(f"model {model.name!r}: init_params",
+                    f"θ has shape {theta_np.shape}, the layout needs ({model.layout.size},)")
+    for batch in batch_sizes:
+        _check_model_at(probe, theta_np, int(batch), rng, eps, n_tangents, warmup, state_noise)
+    return probe.errors
+
+
+def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.random.Generator,
+                    eps: float, n_tangents: int, warmup: int, state_noise: float) -> None:
+    model, arr, to_np = probe.model, probe.arr, probe.np
+    name = f"model {model.name!r}"
+    lay = model.layout
+    n, m, k, p_rec, p_out = model.n_state, model.n_in, model.n_out, lay.n_rec, lay.n_out
+    theta = arr(theta_np)
+
+    # a generic point: a reachable state, moved off any symmetry by noise
+    h = model.initial_state(B)
+    probe.shape("initial_state", h, (B, n))
+    for _ in range(warmup):
+        h, _ = model.forward(theta, h, arr(rng.standard_normal((B, m))))
+    h_np = to_np(h) + state_noise * rng.standard_normal((B, n))
+    x_np = rng.standard_normal((B, m))
+    h, x = arr(h_np), arr(x_np)
+
+    h1, cache = model.forward(theta, h, x)
+    probe.shape("forward", h1, (B, n))
+    if not isinstance(cache, dict) or not all(hasattr(v, "shape") for v in cache.values()):
+        raise _fail(f"{name}: forward", "the cache must be a flat dict of arrays")
+    yhat = model.readout(theta, h1)
+    probe.shape("readout", yhat, (B, k))
+
+    # the θ = [θ_rec | θ_out] split: f ignores θ_out, g ignores θ_rec
+    if p_out:
+        moved = theta_np.copy()
+        moved[lay.out] += rng.standard_normal(p_out)
+        err = relative_error(to_np(model.forward(arr(moved), h, x)[0]), to_np(h1))
+        if err > 0.0:
+            raise _fail(f"{name}: forward", f"depends on θ_out (relative change {err:.3e}); "
+                        "the recurrent step may only use θ_rec = θ[:P_rec]")
+    if p_rec:
+        moved = theta_np.copy()
+        moved[lay.rec] += rng.standard_normal(p_rec)
+        err = relative_error(to_np(model.readout(arr(moved), h1)), to_np(yhat))
+        if err > 0.0:
+            raise _fail(f"{name}: readout", f"depends on θ_rec (relative change {err:.3e}); "
+                        "the readout may only use θ_out = θ[P_rec:]")
+
+    # finite-difference Jacobians
+    def step_h(hh: np.ndarray) -> np.ndarray:
+        return to_np(model.forward(theta, arr(hh), x)[0])
+
+    def step_theta(tt: np.ndarray) -> np.ndarray:
+        return to_np(model.forward(arr(tt), h, x)[0])
+
+    J = np.stack(_central(step_h, h_np, eps, _perturb_column, n), axis=2)  # (B, n, n)
+    F = np.zeros((B, n, p_rec))
+    if p_rec:
+        F = np.stack(_central(step_theta, theta_np, eps, _perturb_flat, p_rec), axis=2)
+    h1_np = to_np(h1)
+
+    def read_h(hh: np.ndarray) -> np.ndarray:
+        return to_np(model.readout(theta, arr(hh)))
+
+    Jy = np.stack(_central(read_h, h1_np, eps, _perturb_column, n), axis=2)  # (B, k, n)
+    u_y = rng.standard_normal((B, k))
+
+    def read_theta(tt: np.ndarray) -> np.ndarray:
+        return np.asarray(np.sum(u_y * to_np(model.readout(arr(tt), h1))))
+
+    g_out_fd = np.zeros(p_out)
+    if p_out:
+        cols = _central(read_theta, theta_np, eps, _perturb_flat, lay.size)
+        g_out_fd = np.asarray(cols[p_rec:], dtype=np.float64).reshape(p_out)
+
+    # readout VJP
+    gh, g_out = model.readout_vjp(theta, h1, arr(u_y))
+    probe.shape("readout_vjp (state part)", gh, (B, n))
+    probe.shape("readout_vjp (θ_out part)", g_out, (p_out,))
+    probe.compare("readout_vjp (state part)", B, gh, np.einsum("bk,bkn->bn", u_y, Jy))
+    if p_out:
+        probe.compare("readout_vjp (θ_out part)", B, g_out, g_out_fd)
+
+    if model.has(JVP_STATE):
+        v = rng.standard_normal((B, n))
+        out = model.jvp_state(theta, cache, arr(v))
+        probe.shape("jvp_state (B, n)", out, (B, n))
+        probe.compare("jvp_state (B, n)", B, out, np.einsum("bij,bj->bi", J, v))
+        vk = rng.standard_normal((B, n, n_tangents))
+        out = model.jvp_state(theta, cache, arr(vk))
+        probe.shape("jvp_state (B, n, K)", out, (B, n, n_tangents))
+        probe.compare("jvp_state (B, n, K)", B, out, J @ vk)
+    if model.has(VJP):
+        u = rng.standard_normal((B, n))
+        u_h, g_theta = model.vjp(theta, cache, arr(u))
+        probe.shape("vjp (state part)", u_h, (B, n))
+        probe.shape("vjp (θ_rec part)", g_theta, (B, p_rec))
+        probe.compare("vjp (state part)", B, u_h, np.einsum("bi,bij->bj", u, J))
+        probe.compare("vjp (θ_rec part)", B, g_theta, np.einsum("bi,bij->bj", u, F))
+        _check_derived_vjps(probe, theta, cache, u, J, F, rng)
+    if model.has(PARAM_JACOBIAN):
+        dense = model.param_jacobian(theta, cache)
+        probe.shape("param_jacobian", dense, (B, n, p_rec))
+        probe.compare("param_jacobian", B, dense, F)
+    if model.has(PARAM_ROW_SQNORMS):
+        rows = model.param_row_sqnorms(theta, cache)
+        probe.shape("param_row_sqnorms", rows, (B, n))
+        probe.compare("param_row_sqnorms", B, rows, np.sum(F * F, axis=2))
+        inv_metric = rng.uniform(0.1, 2.0, size=p_rec)
+        rows = model.param_row_sqnorms(theta, cache, arr(inv_metric))
+        probe.shape("param_row_sqnorms (inv_metric)", rows, (B, n))
+        probe.compare("param_row_sqnorms (inv_metric)", B, rows, (F * F) @ inv_metric)
+
+
+def _check_derived_vjps(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
+                        u: np.ndarray, J: np.ndarray, F: np.ndarray,
+                        rng: np.random.Generator) -> None:
+    """``vjp_accumulate`` (per stream and summed, with and without the state part) and
+    ``vjp_param_sqnorms`` (when the model provides it) against the same Jacobians."""
+    model, arr = probe.model, probe.arr
+    B, p_rec = F.shape[0], F.shape[2]
+    want = np.einsum("bi,bij->bj", u, F)
+    start = rng.standard_normal((B, p_rec))
+    acc = arr(start.copy())  # accumulated in place
+    u_h = model.vjp_accumulate(theta, cache, arr(u), acc)
+    probe.shape("vjp_accumulate (state part)", u_h, (B, F.shape[1]))
+    probe.compare("vjp_accumulate (state part)", B, u_h, np.einsum("bi,bij->bj", u, J))
+    probe.shape("vjp_accumulate (B, P_rec)", acc, (B, p_rec))
+    probe.compare("vjp_accumulate (B, P_rec)", B, probe.np(acc) - start, want)
+    total = arr(start[0].copy())
+    if model.vjp_accumulate(theta, cache, arr(u), total, state=False) is not None:
+        raise _fail(f"model {model.name!r}: vjp_accumulate",
+                    "returned a state part although state=False")
+    probe.shape("vjp_accumulate (P_rec,)", total, (p_rec,))
+    probe.compare("vjp_accumulate (P_rec,)", B, probe.np(total) - start[0], want.sum(axis=0))
+    if model.has(VJP_PARAM_SQNORMS):
+        sq = model.vjp_param_sqnorms(theta, cache, arr(u))
+        probe.shape("vjp_param_sqnorms", sq, (B,))
+        probe.compare("vjp_param_sqnorms", B, sq, np.sum(want * want, axis=1))
