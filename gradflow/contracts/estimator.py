@@ -210,8 +210,7 @@ class Estimator(ABC):
     def state_dict(self) -> StateDict:
         """The whole state as a flat dict of arrays (copies: the hot paths update the state in
         place) and JSON scalars, the random generator and the number of streams included."""
-        out: StateDict = {"batch": self.batch}
-        out.update({f"rng.{k}": v for k, v in self.rng.get_state().items()})
+        out: StateDict = {"batch": self.batch, **self.rng.state_entries()}
         out.update(snapshot(self._fields, self.state, self.copy_array))
         return out
 
@@ -221,7 +220,7 @@ class Estimator(ABC):
         Every declared field must be there with its declared shape (a
         :class:`~gradflow.ShapeError` names the one that is not)."""
         self.batch = int(state["batch"])
-        self.rng = CounterRNG(self.xp, int(state["rng.seed"]), int(state["rng.counter"]))
+        self.rng = CounterRNG.from_entries(self.xp, state)
         self._fields = check_fields(self.state_fields(), self._owner)
         self.state = restore(self._fields, state, self.load_array, self.batch, self._owner)
         self.setup_workspace()

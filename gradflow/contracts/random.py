@@ -67,6 +67,15 @@ class CounterRNG:
         self.seed = int(state["seed"]) & _MASK
         self.counter = int(state["counter"])
 
+    def state_entries(self, prefix: str = "rng.") -> dict[str, int]:
+        """The state as entries of a flat state dict: ``{"rng.seed": s, "rng.counter": c}``."""
+        return {f"{prefix}seed": self.seed, f"{prefix}counter": self.counter}
+
+    @classmethod
+    def from_entries(cls, xp: Any, state: dict[str, Any], prefix: str = "rng.") -> CounterRNG:
+        """The generator whose :meth:`state_entries` are in the flat state dict ``state``."""
+        return cls(xp, int(state[f"{prefix}seed"]), int(state[f"{prefix}counter"]))
+
     # -- draws -------------------------------------------------------------------------------
     def bits(self, shape: tuple[int, ...]) -> Any:
         """Uniform random uint64 array of the given shape; advances the counter by one."""

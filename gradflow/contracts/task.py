@@ -16,8 +16,18 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from gradflow.contracts.backend import Backend
+from gradflow.contracts.random import CounterRNG
 
 Array = Any
+#: the spawn key of the seed of a task's independent (held-out) stream
+HELD_OUT_KEY = 0x0E1A
+
+
+def host_namespace() -> Any:
+    """The array namespace of the host (NumPy through array-api-compat), where tasks draw."""
+    import array_api_compat.numpy as xp
+
+    return xp
 
 
 class TaskOptions(BaseModel):
@@ -77,8 +87,22 @@ class Task(ABC):
         """The next step of every stream."""
 
     def held_out(self) -> Task | None:
-        """An independent stream for evaluation, or ``None`` if the task has none."""
+        """An independent stream for evaluation, or ``None`` if the task has none (the default).
+        A task drawn from its generator returns :meth:`independent_stream`."""
         return None
+
+    # -- helpers for subclasses --------------------------------------------------------------
+    def host_rng(self) -> CounterRNG:
+        """A counter-based generator on the host, seeded with the task's seed: its state is two
+        integers (:meth:`~gradflow.CounterRNG.state_entries` in :meth:`state_dict`)."""
+        return CounterRNG(host_namespace(), self.seed)
+
+    def independent_stream(self, **changes: Any) -> Task:
+        """The same task — the same options, with ``changes`` applied — for the same streams,
+        from a seed derived from this task's (:data:`HELD_OUT_KEY`): an independent stream."""
+        seed = CounterRNG(host_namespace(), self.seed).spawn(HELD_OUT_KEY).seed
+        options = self.options.model_copy(update=changes) if changes else self.options
+        return type(self)(options, self.backend, self.batch, seed)
 
     def observe(self, loss: Array) -> None:
         """Feedback for tasks whose stream depends on the learner (curricula).

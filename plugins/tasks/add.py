@@ -91,7 +91,7 @@ class AddTask(Task):
         self.window = max(self.lag1, self.lag2) + 1
         self.sampled = options.targets == "sampled"
         self.draws_per_step = 2 if self.sampled else 1  # the bits, then the label's uniform
-        self.rng = CounterRNG(hxp, seed)
+        self.rng = self.host_rng()
         self.step_count = 0
         # history[:, j] = x_{t−j} once x_t is pushed; columns 1.. hold the pre-drawn past.
         self.history = np.zeros((self.batch, self.window), dtype=np.int64)
@@ -165,12 +165,11 @@ class AddTask(Task):
 
     def held_out(self) -> AddTask:
         """An independent stream (its own seed, derived from this task's), same options."""
-        seed = CounterRNG(hxp, self.seed).spawn(0x0E1A).seed
-        return AddTask(self.options, self.backend, self.batch, seed)
+        return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
         history, counter = self._position()
-        state = {"rng.seed": self.rng.seed, "rng.counter": counter}
+        state: dict[str, Any] = CounterRNG(hxp, self.rng.seed, counter).state_entries()
         state.update(step=self.step_count, history=np.array(history, copy=True))
         return state
 
@@ -179,7 +178,7 @@ class AddTask(Task):
         if history.shape != self.history.shape:
             raise GradflowError(f"task 'add': history of shape {history.shape} does not match "
                              f"{self.history.shape} (batch, max lag + 1)")
-        self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
+        self.rng = CounterRNG.from_entries(self.rng.xp, state)
         self.step_count = int(state["step"])
         self.history = history.copy()
         self._chunk, self._seq, self._pos = None, None, 0

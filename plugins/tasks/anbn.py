@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import array_api_compat.numpy as hxp
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -119,7 +118,7 @@ class AnbnTask(Task):
         self.delimiters = options.delimiters
         self.lead, self.tail, self._characters = _format(self.delimiters)
         self.start, self.end = 2, 2 + self.lead  # classes of S (or unused) and of E or ⏎
-        self.rng = CounterRNG(hxp, seed)
+        self.rng = self.host_rng()
         self.step_count = 0
         self.n = self._draw_n()
         self.pos = np.zeros(self.batch, dtype=np.int64)
@@ -177,11 +176,10 @@ class AnbnTask(Task):
 
     def held_out(self) -> AnbnTask:
         """An independent stream (its own seed, derived from this task's), same options."""
-        seed = CounterRNG(hxp, self.seed).spawn(0x0E1A).seed
-        return AnbnTask(self.options, self.backend, self.batch, seed)
+        return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {f"rng.{k}": v for k, v in self.rng.get_state().items()}
+        state: dict[str, Any] = self.rng.state_entries()
         state.update(step=self.step_count, n=self.n.copy(), pos=self.pos.copy())
         return state
 
@@ -196,6 +194,6 @@ class AnbnTask(Task):
             raise GradflowError("task 'anbn': saved blocks do not fit these options "
                                 f"(n_min={self.n_min}, n_max={self.n_max}, "
                                 f"delimiters={self.delimiters!r})")
-        self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
+        self.rng = CounterRNG.from_entries(self.rng.xp, state)
         self.step_count = int(state["step"])
         self.n, self.pos = n.copy(), pos.copy()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_compat.numpy as hxp
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -78,7 +77,7 @@ class CopyTask(Task):
     def __init__(self, options: CopyOptions, backend: Backend, batch: int = 1,
                  seed: int = 0) -> None:
         super().__init__(options, backend, batch, seed)
-        self.rng = CounterRNG(hxp, seed)
+        self.rng = self.host_rng()
         self.step_count = 0
         self.length = options.length
         self.phase = 0  # position in the episode of the next step, 0 … 2L
@@ -157,14 +156,11 @@ class CopyTask(Task):
 
     def held_out(self) -> CopyTask:
         """An independent stream at the current length, without curriculum (its own seed)."""
-        seed = CounterRNG(hxp, self.seed).spawn(0x0E1A).seed
-        options = self.options.model_copy(update={
-            "length": self.length, "curriculum": False,
-            "max_length": max(self.length, self.options.max_length)})
-        return CopyTask(options, self.backend, self.batch, seed)
+        return self.independent_stream(length=self.length, curriculum=False,
+                                       max_length=max(self.length, self.options.max_length))
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {f"rng.{k}": v for k, v in self.rng.get_state().items()}
+        state: dict[str, Any] = self.rng.state_entries()
         state.update(step=self.step_count, length=self.length, phase=self.phase,
                      bits=self.bits.copy(), pending=self.pending, recall_sum=self.recall_sum,
                      recall_steps=self.recall_steps, episodes=self.episodes,
@@ -179,7 +175,7 @@ class CopyTask(Task):
             raise GradflowError(f"task 'copy': saved episode (length {length}, bits of shape "
                                 f"{bits.shape}) does not fit {self.batch} streams and "
                                 f"max_length {self.options.max_length}")
-        self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
+        self.rng = CounterRNG.from_entries(self.rng.xp, state)
         self.step_count = int(state["step"])
         self.length, self.phase, self.bits = length, phase, bits.copy()
         self.pending = int(state["pending"])

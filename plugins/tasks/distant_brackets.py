@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_compat.numpy as hxp
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -92,7 +91,7 @@ class DistantBracketsTask(Task):
         self.r_max = options.range if options.range_max is None else options.range_max
         self.open, self.close, self.newline = self.alphabet, self.alphabet + 1, self.alphabet + 2
         self.width = 2 * self.save + self.r_max + 5
-        self.rng = CounterRNG(hxp, seed)
+        self.rng = self.host_rng()
         self.step_count = 0
         self.line = np.zeros((self.batch, self.width), dtype=np.int64)
         self.length = np.zeros(self.batch, dtype=np.int64)
@@ -163,11 +162,10 @@ class DistantBracketsTask(Task):
 
     def held_out(self) -> DistantBracketsTask:
         """An independent stream (its own seed, derived from this task's), same options."""
-        seed = CounterRNG(hxp, self.seed).spawn(0x0E1A).seed
-        return DistantBracketsTask(self.options, self.backend, self.batch, seed)
+        return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {f"rng.{k}": v for k, v in self.rng.get_state().items()}
+        state: dict[str, Any] = self.rng.state_entries()
         state.update(step=self.step_count, line=self.line.copy(), length=self.length.copy(),
                      pos=self.pos.copy())
         return state
@@ -184,6 +182,6 @@ class DistantBracketsTask(Task):
                 line.min() < 0 or line.max() >= self.n_in:
             raise GradflowError("task 'distant-brackets': saved state does not fit these "
                                 "options")
-        self.rng.set_state({"seed": state["rng.seed"], "counter": state["rng.counter"]})
+        self.rng = CounterRNG.from_entries(self.rng.xp, state)
         self.step_count = int(state["step"])
         self.line, self.length, self.pos = line.copy(), length.copy(), pos.copy()
