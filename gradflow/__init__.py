@@ -78,6 +78,7 @@ from gradflow.registry.hookspecs import hookimpl
 from gradflow.runfiles.config import TrainConfig, build_config
 from gradflow.runfiles.run import Run, load_run
 from gradflow.training.api import resume, train
+from gradflow.training.step import StepOutcome, online_step
 from gradflow.training.trainer import Trainer
 from gradflow.verification.reference import bptt_gradients
 from gradflow.verification.statistics import CheckResult, CheckRow, estimator_statistics
@@ -132,6 +133,7 @@ __all__ = [
     "ShapeError",
     "Shared",
     "State",
+    "StepOutcome",
     "StepRecord",
     "SweepError",
     "SweepSetupError",
@@ -159,6 +161,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "load_run",
+    "online_step",
     "register_plugin",
     "reload_registry",
     "resume",

@@ -106,12 +106,13 @@ def registered(plugin_kind: str, /, **where) -> list[str]:
 
 
 def small_model(name: str, backend="numpy", dtype: str | None = None, **options):
-    """The registered model ``name`` at the test sizes (those of :data:`TEST_SIZES` its options
-    accept), with ``options`` on top."""
+    """The registered model ``name`` at the test sizes, with ``options`` on top; a size (a key
+    of :data:`TEST_SIZES`) that the model's options do not have is left out."""
     import gradflow
 
     fields = gradflow.get_registry().get("model", name).options.model_fields
     sized = {k: v for k, v in TEST_SIZES.items() if k in fields}
+    options = {k: v for k, v in options.items() if k not in TEST_SIZES or k in fields}
     try:
         return gradflow.create_model(name, backend, dtype, **{**sized, **options})
     except gradflow.PluginError:  # sizes this model does not allow (influence: n_out = 1)

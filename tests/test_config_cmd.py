@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import gradflow
 from gradflow.runfiles.config import build_config
 from gradflow.runfiles.toml_writer import dumps
-from tests.helpers import run_cli
+from tests.helpers import registered, run_cli
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -43,7 +43,7 @@ def test_schema_has_every_plugin(monkeypatch, capsys, schema) -> None:
 
 def test_schema_accepts_resolved_configs_and_rejects_bad_ones(schema) -> None:
     validator = jsonschema.Draft202012Validator(schema)
-    for estimator in ("rtrl", "tbptt", "uoro", "kalman-nobacktrack"):
+    for estimator in registered("estimator"):
         cfg = gradflow.Trainer(build_config(sets=[f"estimator.name={estimator}",
                                                   "model.n_hidden=4"])).config
         validator.validate(cfg.model_dump(mode="json"))

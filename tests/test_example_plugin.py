@@ -77,17 +77,16 @@ def train(estimator, steps=1500, lag=2, lr=0.1, batch=4):
     be = model.backend
     est = gradflow.create_estimator(estimator, model)
     est.start(batch, seed=0)
-    theta, h = model.init_params(0), model.initial_state(batch)
+    theta, h0 = model.init_params(0), model.initial_state(batch)
+    h = h0
     xs = np.random.default_rng(1).choice([-1.0, 1.0], size=(steps + lag, batch, 1))
     loss_fn, losses = gradflow.get_loss("mse"), []
     for t in range(steps):
-        h, cache = model.forward(theta, h, be.asarray(xs[t + lag]))
-        loss, dy = loss_fn(model.readout(theta, h), be.asarray(xs[t]))
-        delta, g_out = model.readout_vjp(theta, h, dy)
-        direction = est.step(gradflow.StepRecord(theta=theta, cache=cache, delta=delta,
-                                                 grad_out=g_out))
-        theta = theta - lr * direction
-        losses.append(be.to_float(loss))
+        batch_t = gradflow.Batch(be.asarray(xs[t + lag]), be.asarray(xs[t]))
+        out = gradflow.online_step(model, loss_fn, theta, h, batch_t, h0, est)
+        h = out.h
+        theta = theta - lr * out.direction
+        losses.append(be.to_float(out.loss))
     return float(np.mean(losses[:100])), float(np.mean(losses[-200:]))
 
 print(json.dumps({name: train(name) for name in ("snap1", "readout-only")}))

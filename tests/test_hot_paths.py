@@ -14,8 +14,10 @@ from gradflow_plugins.estimators.kalman_nobacktrack import information_cap
 import gradflow
 from gradflow.tools.bench import make_trainer
 from gradflow.training.optimizers import create_optimizer
+from tests.helpers import registered
 
-ONLINE = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack", "rtrl"]
+#: every registered estimator that runs on an endless stream (the trainer's hot path)
+ONLINE = registered("estimator", online=True)
 
 
 def _arrays(state: dict[str, Any], be: gradflow.Backend) -> dict[str, np.ndarray]:
@@ -100,7 +102,7 @@ def test_clipping_in_place_does_not_leak_into_the_next_direction() -> None:
     assert not np.array_equal(now[n_rec:], start[n_rec:])
 
 
-@pytest.mark.parametrize("name", ["uoro", "tbptt", "kalman-nobacktrack"])
+@pytest.mark.parametrize("name", ONLINE)
 def test_a_clipped_run_equals_the_same_run_resumed(name: str) -> None:
     """The in-place buffers carry nothing across a state round trip: a trainer whose estimator
     and optimizer are reloaded mid-run continues bit for bit."""

@@ -1,4 +1,5 @@
-"""Kalman-NoBackTrack on the influence-balancing problem (UORO paper §6; DESIGN §4).
+"""Kalman-NoBackTrack on the influence-balancing problem (UORO paper §6; docs/architecture.md
+§4).
 
 The ``influence`` readout is s¹ alone, so δ_t = ∂ℓ_t/∂h_t is zero on the other 22 coordinates and
 the state metric J_h (a moving average of δ²) decays there like jh_init (1 − β)^t. Balancing the

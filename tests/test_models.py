@@ -1,7 +1,9 @@
-"""The built-in models: every primitive against finite differences (gradflow.testing.check_model),
-the equations and conventions of DESIGN §4, and the influence-balancing facts.
+"""The models: every primitive of every registered model against finite differences
+(gradflow.testing.check_model), the equations and conventions of docs/architecture.md §4, and the
+influence-balancing facts.
 
-DESIGN §4 / issue 5: relative error < 1e-6 in float64, B = 1 and B = 3, numpy and array_api_strict.
+docs/architecture.md §4 / issue 5: relative error < 1e-6 in float64, B = 1 and B = 3, numpy and
+array_api_strict.
 """
 
 from __future__ import annotations
@@ -13,22 +15,18 @@ import pytest
 
 import gradflow
 from gradflow.testing import check_model
+from tests.helpers import registered, small_model
 
 SIZES = {"n_in": 3, "n_hidden": 5, "n_out": 2}
-MODELS = {
-    "rnn": ("rnn", SIZES),
-    "rnn-leaky": ("rnn", {**SIZES, "alpha": 0.5}),
-    "rnn-orthogonal": ("rnn", {**SIZES, "init": "orthogonal"}),
-    "gru": ("gru", SIZES),
-    "lstm": ("lstm", SIZES),
-    "influence": ("influence", {}),
-}
+#: every registered model at its defaults, and the rnn's options that change its equations
+MODELS = {**{name: (name, {}) for name in registered("model")},
+          "rnn-leaky": ("rnn", {"alpha": 0.5}), "rnn-orthogonal": ("rnn", {"init": "orthogonal"})}
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def _model(key: str, backend: gradflow.Backend | str = "numpy") -> gradflow.Model:
     name, options = MODELS[key]
-    return gradflow.create_model(name, backend, **options)
+    return small_model(name, backend, **options)
 
 
 # -- finite differences, through the public conformance suite ----------------------------------
@@ -37,9 +35,15 @@ def test_every_primitive_matches_finite_differences(key: str,
                                                     backend64: gradflow.Backend) -> None:
     model = _model(key, backend64)
     errors = check_model(model, batch_sizes=(1, 3))
-    expected = {"readout_vjp (state part)", "jvp_state (B, n)", "jvp_state (B, n, K)",
-                "vjp (state part)", "vjp (θ_rec part)", "param_jacobian", "param_row_sqnorms",
-                "param_row_sqnorms (inv_metric)"}
+    checked = {  # what check_model measures for each primitive the model implements
+        gradflow.READOUT: {"readout_vjp (state part)"},
+        gradflow.JVP_STATE: {"jvp_state (B, n)", "jvp_state (B, n, K)"},
+        gradflow.VJP: {"vjp (state part)", "vjp (θ_rec part)", "vjp_accumulate (B, P_rec)"},
+        gradflow.PARAM_JACOBIAN: {"param_jacobian"},
+        gradflow.PARAM_ROW_SQNORMS: {"param_row_sqnorms", "param_row_sqnorms (inv_metric)"},
+        gradflow.VJP_PARAM_SQNORMS: {"vjp_param_sqnorms"},
+    }
+    expected = set().union(*(checked.get(c, set()) for c in model.capabilities))
     assert expected <= set(errors)
     assert max(errors.values()) < 1e-6
 
@@ -263,6 +267,7 @@ def test_influence_truncation_points_the_wrong_way() -> None:
     rtrl = _long_run_gradient("rtrl")
     assert rtrl == pytest.approx(150 * 24.0, rel=1e-6)
     assert _long_run_gradient("tbptt", truncation=10) < 0
-    # the crossover of DESIGN §4: backpropagating every loss through k steps is wrong up to 40
+    # the crossover of docs/architecture.md §4: backpropagating every loss through k steps is
+    # wrong up to 40
     assert _long_run_gradient("tbptt", truncation=40, interval=1) < 0
     assert _long_run_gradient("tbptt", truncation=41, interval=1) > 0

@@ -23,7 +23,7 @@ from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
 from gradflow.runfiles.config import build_config
 from gradflow.runfiles.rundir import RunDir, read_metrics
 from gradflow.training.trainer import Trainer
-from tests.helpers import PAUSED_TRAIN
+from tests.helpers import PAUSED_TRAIN, registered
 
 SETS = ["run.log_every=100", "run.eval_every=500", "run.eval_steps=50",
         "run.checkpoint_every=1000", "run.final_window=300", "model.n_hidden=8"]
@@ -97,7 +97,7 @@ def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 60.0
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("estimator", ["rtrl", "uoro", "tbptt"])
+@pytest.mark.parametrize("estimator", registered("estimator", online=True))
 def test_sigkill_then_resume_equals_one_go(tmp_path: Path, monkeypatch, estimator: str) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert cli(monkeypatch, *train_args(estimator, whole)) == 0
@@ -184,10 +184,8 @@ class SignalAt(Trainer):
         return out
 
 
-@pytest.mark.parametrize(("estimator", "extra"), [
-    ("rtrl", []), ("uoro", []),
-    ("kalman-nobacktrack", ["run.dtype=float32", "run.batch=3"]),
-])
+@pytest.mark.parametrize("estimator", registered("estimator", online=True))
+@pytest.mark.parametrize("extra", [[], ["run.dtype=float32", "run.batch=3"]])
 def test_sigterm_through_the_python_api(tmp_path: Path, estimator: str, extra: list) -> None:
     cfg = build_config(sets=[*SETS, "run.steps=2000", f"estimator.name={estimator}", *extra])
     whole = gradflow.train(cfg, out=tmp_path / "whole")

@@ -1,6 +1,7 @@
 """Every primitive of the `rnn` model against central finite differences in float64.
 
-DESIGN §4: relative error < 1e-6, for α = 1 and α = 0.5, B = 1 and B = 3, on every backend.
+docs/architecture.md §4: relative error < 1e-6, for α = 1 and α = 0.5, B = 1 and B = 3, on every
+backend.
 """
 
 from __future__ import annotations

@@ -25,8 +25,11 @@ from gradflow_plugins.estimators.uoro import UORO
 
 import gradflow
 from gradflow.verification.statistics import CheckRow, random_trajectory, sample_statistics
+from gradflow.verification.trajectory import FrozenTrajectory
+from tests.helpers import fits, registered
 
-ESTIMATORS = ["uoro", "nobacktrack", "kalman-nobacktrack"]
+#: every registered unbiased estimator that fits the rnn
+ESTIMATORS = [name for name in registered("estimator", kind="unbiased") if fits(name, "rnn")]
 BOUND = 5.0
 
 
@@ -39,6 +42,17 @@ def _setting(backend: Any, scale: float, seed: int = 0) -> tuple[Any, ...]:
     return model, theta, inputs, targets, ref
 
 
+def _independent_streams(name: str) -> bool:
+    """Whether the estimator gives per-stream estimates (its samples are drawn as streams)."""
+    model, theta, inputs, targets, _ = _setting("numpy", 1.0)
+    est = gradflow.create_estimator(name, model)
+    est.start(2)
+    (record,) = FrozenTrajectory.of(model, theta, inputs[:1].repeat(2, axis=1),
+                                    targets[:1].repeat(2, axis=1)).records()
+    est.step(record)
+    return est.stream_estimates() is not None
+
+
 def _violations(rows: list[CheckRow], n: int) -> list[str]:
     return [f"{'sum' if r.step is None else f'step {r.step}'}: ‖m − g‖² = {r.bias_sq:.3g} > "
             f"{BOUND} · {r.mse:.3g} / {n}"
@@ -49,7 +63,7 @@ def _assert_unbiased(backend: Any, name: str, scale: float, n: int, seed: int = 
     model, theta, inputs, targets, ref = _setting(backend, scale)
     est = gradflow.create_estimator(name, model)
     rows, sampler = sample_statistics(model, est, theta, inputs, targets, ref, n, seed=seed)
-    assert sampler == ("runs" if name == "kalman-nobacktrack" else "streams")
+    assert sampler == ("streams" if _independent_streams(name) else "runs")
     assert len(rows) == 21 and rows[-1].step is None
     assert all(r.mse > 0 for r in rows)  # really random
     assert _violations(rows, n) == []
@@ -72,7 +86,7 @@ def test_mean_of_estimates_converges_to_rtrl_slow(name: str, scale: float) -> No
 def test_unbiased_on_every_backend(backend64: gradflow.Backend, name: str) -> None:
     """The same check with θ × 3 on each backend (N = 2,000; 200 runs for the
     one-run-per-sample sampler off NumPy, whose Python loop is slow on array-api-strict)."""
-    n = 200 if name == "kalman-nobacktrack" and backend64.name != "numpy" else 2000
+    n = 2000 if backend64.name == "numpy" or _independent_streams(name) else 200
     _assert_unbiased(backend64, name, 3.0, n)
 
 
@@ -110,15 +124,18 @@ def test_unbiased_across_resets() -> None:
     ref = gradflow.bptt_gradients(model, theta, inputs, targets, resets=resets)
     uncut = gradflow.bptt_gradients(model, theta, inputs, targets)
     assert np.linalg.norm(ref[-1] - uncut[-1]) > 1e-2 * np.linalg.norm(ref[-1])
-    for name in ("uoro", "nobacktrack"):
+    for name in ESTIMATORS:
+        n = 2000 if _independent_streams(name) else 500
         est = gradflow.create_estimator(name, model)
-        rows, _ = sample_statistics(model, est, theta, inputs, targets, ref, 2000, seed=3,
+        rows, _ = sample_statistics(model, est, theta, inputs, targets, ref, n, seed=3,
                                     resets=resets)
-        assert _violations(rows, 2000) == [], name
-    est = gradflow.create_estimator("kalman-nobacktrack", model)
-    rows, _ = sample_statistics(model, est, theta, inputs, targets, ref, 500, seed=3,
-                                resets=resets)
-    assert _violations(rows, 500) == []
+        assert _violations(rows, n) == [], name
+
+
+def test_the_kalman_filter_is_sampled_run_by_run() -> None:
+    """Its streams share J_θ: they are not independent samples (no stream estimates)."""
+    assert _independent_streams("uoro") and _independent_streams("nobacktrack")
+    assert not _independent_streams("kalman-nobacktrack")
 
 
 def _rel_var(name: str, scale: float, seed: int, n: int) -> np.ndarray:

@@ -5,9 +5,9 @@ recurrent part was clipped):
 
     g_rec ← g_rec · min(1, c_r / ‖g_rec‖),    g ← g · min(1, c / ‖g‖)
 
-Clipping the recurrent part separately is the variance control that the rank-one estimators
-(UORO, NoBackTrack) need (DESIGN §9): their recurrent estimates are noisy, their readout part is
-exact. Everything stays on the device: the factors are 0-d arrays, nothing is read back, and the
+Clipping the recurrent part separately is the variance control that the rank-one estimators (UORO,
+NoBackTrack) need (docs/architecture.md §9): their recurrent estimates are noisy, their readout part
+is exact. Everything stays on the device: the factors are 0-d arrays, nothing is read back, and the
 direction is scaled in place (``g[:n_rec] *= f``: no array of size P is allocated). Norms are dot
 products (``vecdot``: one pass, no temporary g ⊙ g).
 """

@@ -9,8 +9,8 @@ Tallec & Ollivier, "Unbiased online recurrent optimization" (ICLR 2018), §5: wi
 p steps through the n − p negative ones. The fixed point is s* = (I − A)⁻¹ b θ, s*_k =
 2θ Σ_{j ≥ k} b_j, so s*¹ = 2θ(2p − n) (= −6θ for n = 23, p = 10): the long-run loss is minimal at
 θ* = 1 / (2(2p − n)) = −1/6, while a gradient truncated to fewer than p steps sees
-∂s¹/∂θ = (number of steps) > 0 and pushes θ the wrong way (DESIGN §4: for every truncation up to
-40 with the defaults).
+∂s¹/∂θ = (number of steps) > 0 and pushes θ the wrong way (docs/architecture.md §4: for every
+truncation up to 40 with the defaults).
 
 Primitives (θ is a scalar, P_rec = 1, P_out = 0):
 
