@@ -127,13 +127,19 @@ def test_backends_give_the_same_numbers(backend64: gradflow.Backend, name: str) 
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
 
 
+def _stepped(backend: Any, name: str, seed: int, steps: int) -> tuple[Any, list, Any]:
+    """The model, the records and the estimator ``name`` after ``steps`` steps (3 streams)."""
+    model, records = _problem(backend)
+    est = gradflow.create_estimator(name, model)
+    est.start(3, seed=seed)
+    for rec in records[:steps]:
+        est.step(rec)
+    return model, records, est
+
+
 @pytest.mark.parametrize("name", RANK_ONE)
 def test_state_dict_round_trip_is_bit_for_bit(backend64: gradflow.Backend, name: str) -> None:
-    model, records = _problem(backend64)
-    est = gradflow.create_estimator(name, model)
-    est.start(3, seed=9)
-    for rec in records[:5]:
-        est.step(rec)
+    model, records, est = _stepped(backend64, name, seed=9, steps=5)
     state = est.state_dict()
     # what a checkpoint keeps: arrays on the host, scalars through JSON
     arrays = {k: np.array(backend64.to_numpy(v)) for k, v in state.items()
@@ -154,11 +160,7 @@ def test_state_dict_round_trip_is_bit_for_bit(backend64: gradflow.Backend, name:
 
 @pytest.mark.parametrize("name", RANK_ONE)
 def test_reset_zeroes_only_the_masked_streams(backend64: gradflow.Backend, name: str) -> None:
-    model, records = _problem(backend64)
-    est = gradflow.create_estimator(name, model)
-    est.start(3, seed=2)
-    for rec in records[:4]:
-        est.step(rec)
+    _, records, est = _stepped(backend64, name, seed=2, steps=4)
     before = {k: backend64.to_numpy(v).copy() for k, v in vars(est.state).items()}
     est.reset(backend64.asarray(np.array([True, False, True])))
     after = {k: backend64.to_numpy(v) for k, v in vars(est.state).items()}
