@@ -1,25 +1,22 @@
-"""The online trainer: for every step, task → forward → loss → estimator → optimizer.
+"""The online trainer: the loop around the one online step.
 
-Step t (t = 1, 2, ...):
-
-1. the task gives x_t, y_t and a reset mask; streams that reset go back to h_0 and the estimator
-   is told (``Estimator.reset``);
-2. h_t, cache = model.forward(θ, h_{t−1}, x_t); ŷ_t = model.readout(θ, h_t);
-   ℓ_t, ∂ℓ_t/∂ŷ_t = loss(ŷ_t, y_t); the task is shown ℓ_t (``Task.observe``: a curriculum such
-   as ``copy``'s lengthens its sequences on it);
-3. δ_t, ∂ℓ_t/∂θ_out = model.readout_vjp(θ, h_t, ∂ℓ_t/∂ŷ_t);
-4. g = estimator.step(θ, cache, δ_t, ∂ℓ_t/∂θ_out); when it returns a direction: clip it (the
-   recurrent part and/or the whole), then θ ← optimizer.update(θ, g, η_t), η_t from the schedule.
+Step t (t = 1, 2, ...) is :func:`~gradflow.training.step.online_step` — the task's x_t, y_t and
+reset mask (streams that reset go back to h_0 and the estimator is told), h_t and the cache from
+the forward step, ŷ_t, ℓ_t and ∂ℓ_t/∂ŷ_t, the readout VJP, the estimator's direction — then the
+task is shown ℓ_t (``Task.observe``: a curriculum such as ``copy``'s lengthens its sequences on
+it) and, when a direction comes, it is clipped (the recurrent part and/or the whole) and the
+optimizer updates θ in place with η_t from the schedule. The first steps of a process check every
+plugin output once (:mod:`gradflow.training.validation`).
 
 The loss stays on the device: it is summed there and read back only when a metrics line is written
 (every ``log_every`` steps, as the running mean since the previous line, with the task's own
-numbers, ``Task.metrics()``, such as ``copy_length``). At those moments a
-non-finite loss or θ stops the run with a clear message; the last checkpoint, written only from
-finite states, stays. Every ``eval_every`` steps the model (θ fixed) runs over the task's held-out
-stream from h_0 — the same ``eval_steps`` steps each time, so evaluations are comparable.
+numbers, ``Task.metrics()``, such as ``copy_length``). At those moments a non-finite loss or θ
+stops the run with a clear message; the last checkpoint, written only from finite states, stays.
+Every ``eval_every`` steps the model (θ fixed) runs over the task's held-out stream from h_0 — the
+same ``eval_steps`` steps each time, so evaluations are comparable.
 
-Seeds: the run's seed is split (``CounterRNG.spawn``) into independent seeds for the model's
-initialisation, the task and the estimator, so the same config gives bit-identical numbers.
+The parts of a run and its seeds come from :mod:`gradflow.training.components`; a resume is
+planned by :mod:`gradflow.runfiles.resume` and loaded here.
 """
 
 from __future__ import annotations
@@ -75,12 +72,10 @@ from gradflow.version import __version__
 
 Array = Any
 Progress = Callable[[int, "dict[str, Any] | None"], None]
-#: spawn keys of the seeds derived from ``run.seed``
-SEED_KEYS = {"model": 1, "task": 2, "estimator": 3}
 
 
 class Trainer:
-    """Runs one training run of a :class:`~gradflow.runfiles.config.TrainConfig`.
+    """Runs one training run of a :class:`~gradflow.TrainConfig`.
 
     ``Trainer(config).run(out, force, progress)`` trains, writes the run directory and returns
     the summary dict; ``Trainer.resume(run_dir).run()`` continues a run from its newest

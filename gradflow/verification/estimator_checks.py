@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,6 @@ from gradflow.contracts.state import PerStream
 from gradflow.registry.discovery import get_registry, validate_options
 from gradflow.registry.factory import check_capabilities
 from gradflow.registry.guard import shape_of
-from gradflow.training.step import online_step
 from gradflow.verification.model_checks import as_float64, relative_error
 from gradflow.verification.reference import bptt_gradients
 from gradflow.verification.trajectory import FrozenTrajectory
@@ -120,13 +120,9 @@ class _Subject:
         """Run the started ``est`` from step ``first`` (state ``h``; h_0 at 0) to the end:
         [(step, direction copy)], what flush returns folded into the last step. ``mutate``
         overwrites each returned direction in place with NaN after copying it."""
-        traj, model = self.traj, self.traj.model
-        h0 = model.initial_state(traj.batch)
-        h = h0 if h is None else h
+        traj = self.traj
         out: Returned = []
-        for t in range(first, traj.steps):
-            step = online_step(model, traj.loss, traj.theta, h, traj.batch_at(t), h0, est)
-            h = step.h
+        for t, step in traj.run(est, first, h):
             if step.direction is not None:
                 out.append((t, self.host(step.direction)))
                 if mutate:
@@ -142,11 +138,9 @@ class _Subject:
 
     def advance(self, est: Estimator, steps: int) -> Array:
         """Run the started ``est`` over the first ``steps`` steps; return h after them."""
-        traj, model = self.traj, self.traj.model
-        h0 = model.initial_state(traj.batch)
-        h = h0
-        for t in range(steps):
-            h = online_step(model, traj.loss, traj.theta, h, traj.batch_at(t), h0, est).h
+        h = self.traj.model.initial_state(self.traj.batch)
+        for _, out in islice(self.traj.run(est), steps):
+            h = out.h
         return h
 
     def host(self, x: Array) -> np.ndarray:
@@ -169,19 +163,16 @@ def _identical(a: Returned, b: Returned) -> tuple[bool, str]:
 # -- the checks ----------------------------------------------------------------------------------
 def _directions(s: _Subject) -> dict[str, Any]:
     est = s.fresh()
-    size, dtype = s.traj.model.layout.size, est.dtype
-    traj, model = s.traj, s.traj.model
-    h0 = model.initial_state(traj.batch)
-    h, steps = h0, []
+    size, dtype, traj = s.traj.model.layout.size, est.dtype, s.traj
+    steps: list[int] = []
+
     def check(what: str, d: Array) -> None:
         if shape_of(d) != (size,) or getattr(d, "dtype", None) != dtype:
             raise s.fail("directions", f"{what} returned shape {shape_of(d)}, dtype "
                          f"{getattr(d, 'dtype', None)}; the model has P = {size} parameters in "
                          f"{dtype}")
 
-    for t in range(traj.steps):
-        out = online_step(model, traj.loss, traj.theta, h, traj.batch_at(t), h0, est)
-        h = out.h
+    for t, out in traj.run(est):
         if out.direction is not None:
             check(f"step {t}", out.direction)
             steps.append(t)

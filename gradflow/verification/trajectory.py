@@ -103,13 +103,15 @@ class FrozenTrajectory:
         reset = self.resets[t, ...] if t in self.reset_steps else None
         return Batch(self.inputs[t, ...], self.targets[t, ...], reset)
 
-    def run(self, estimator: Estimator | None = None) -> Iterator[tuple[int, StepOutcome]]:
-        """The online steps along the trajectory from h_0, as (t, outcome); an estimator given
-        here has been started by the caller."""
+    def run(self, estimator: Estimator | None = None, first: int = 0,
+            h: Array | None = None) -> Iterator[tuple[int, StepOutcome]]:
+        """The online steps along the trajectory, as (t, outcome), from step ``first`` with the
+        state ``h`` (default: from the start, h_0); an estimator given here has been started by
+        the caller."""
         model = self.model
         h0 = model.initial_state(self.batch)
-        h = h0
-        for t in range(self.steps):
+        h = h0 if h is None else h
+        for t in range(first, self.steps):
             out = online_step(model, self.loss, self.theta, h, self.batch_at(t), h0, estimator)
             h = out.h
             yield t, out
