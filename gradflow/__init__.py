@@ -44,6 +44,7 @@ from gradflow.contracts.errors import (
 )
 from gradflow.contracts.estimator import KINDS, Estimator, EstimatorOptions, StepRecord
 from gradflow.contracts.layout import ParamLayout, ParamSpec
+from gradflow.contracts.logger import Logger, LoggerOptions, RunRecord
 from gradflow.contracts.losses import LN2, get_loss
 from gradflow.contracts.model import (
     ALL_CAPABILITIES,
@@ -116,6 +117,8 @@ __all__ = [
     "EstimatorOptions",
     "GradflowError",
     "GradflowWarning",
+    "Logger",
+    "LoggerOptions",
     "Model",
     "ModelOptions",
     "NumericalError",
@@ -128,6 +131,7 @@ __all__ = [
     "PluginFailed",
     "Run",
     "RunDirError",
+    "RunRecord",
     "Scalar",
     "ScalingError",
     "ShapeError",

@@ -31,9 +31,11 @@ def test_builtins_come_from_the_gradflow_distribution() -> None:
 
 def test_unknown_name_lists_the_available_ones() -> None:
     with pytest.raises(gradflow.PluginError,
-                       match=r"unknown estimator 'rtlr'; available: .*bptt.*rtrl.*tbptt"):
+                       match=r"unknown estimator 'rtlr' \(did you mean 'rtrl'\?\); available: "
+                             r".*bptt.*rtrl.*tbptt"):
         gradflow.create_estimator("rtlr", gradflow.create_model("rnn"))
-    with pytest.raises(gradflow.PluginError, match=r"unknown model 'grux'; available: .*rnn"):
+    with pytest.raises(gradflow.PluginError,
+                       match=r"unknown model 'grux' \(did you mean 'gru'\?\); available: .*rnn"):
         gradflow.create_model("grux")
 
 

@@ -8,6 +8,7 @@ distribution and the exception, and every other plugin still works. The environm
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as md
 import math
@@ -23,11 +24,13 @@ from pydantic import BaseModel
 from gradflow.contracts.errors import PluginError, validation_problems
 from gradflow.registry import hookspecs
 
-KINDS = ("estimator", "model", "task")
+#: the kinds of plugin, in the order they are listed
+PLUGIN_KINDS = ("estimator", "model", "task", "logger")
 _HOOKS = {
     "estimator": "gradflow_register_estimators",
     "model": "gradflow_register_models",
     "task": "gradflow_register_tasks",
+    "logger": "gradflow_register_loggers",
 }
 DISABLE_ENV = "GRADFLOW_DISABLE_PLUGINS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -86,7 +89,7 @@ class Registry:
     """Everything the loaded plugins registered."""
 
     entries: dict[str, dict[str, PluginInfo]] = field(
-        default_factory=lambda: {k: {} for k in KINDS}
+        default_factory=lambda: {k: {} for k in PLUGIN_KINDS}
     )
     failures: list[PluginFailure] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
@@ -103,19 +106,21 @@ class Registry:
         if name in table:
             return table[name]
         available = ", ".join(sorted(table)) or "none"
+        close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.6)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
         hint = ""
         failed = [f for f in self.failures if name in f.plugin or name in f.error]
         if failed:
             hint = f" ({failed[0]})"
         elif self.failures:
             hint = (f" ({len(self.failures)} plugin problem(s) reported: see 'gradflow plugins')")
-        raise PluginError(f"unknown {kind} {name!r}; available: {available}{hint}")
+        raise PluginError(f"unknown {kind} {name!r}{guess}; available: {available}{hint}")
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
     def all(self) -> Iterable[PluginInfo]:
-        for kind in KINDS:
+        for kind in PLUGIN_KINDS:
             yield from (self.entries[kind][n] for n in sorted(self.entries[kind]))
 
     # -- loading -----------------------------------------------------------------------------
@@ -180,11 +185,12 @@ class Registry:
 
 def _validate(kind: str, cls: Any) -> str | None:
     """Why ``cls`` cannot be registered as a ``kind``, or None."""
-    from gradflow.contracts.estimator import Estimator
+    from gradflow.contracts.estimator import KINDS, Estimator
+    from gradflow.contracts.logger import Logger
     from gradflow.contracts.model import Model
     from gradflow.contracts.task import Task
 
-    base = {"estimator": Estimator, "model": Model, "task": Task}[kind]
+    base = {"estimator": Estimator, "model": Model, "task": Task, "logger": Logger}[kind]
     if not (isinstance(cls, type) and issubclass(cls, base)):
         return (f"registered {cls!r} as a {kind}, but it is not a subclass of "
                 f"gradflow.{base.__name__}")
@@ -199,6 +205,9 @@ def _validate(kind: str, cls: Any) -> str | None:
         return f"{kind} {name!r}: Options must be a pydantic model"
     if options.model_config.get("extra") != "forbid":
         return f"{kind} {name!r}: Options must forbid unknown keys (extra='forbid')"
+    if kind == "estimator" and getattr(cls, "kind", None) not in KINDS:
+        return (f"estimator {name!r}: kind must be one of {', '.join(KINDS)}, got "
+                f"{getattr(cls, 'kind', None)!r}")
     return None
 
 

@@ -44,3 +44,8 @@ def gradflow_register_models(register: Register) -> None:
 @hookspec
 def gradflow_register_tasks(register: Register) -> None:
     """Register task classes (subclasses of :class:`gradflow.Task`)."""
+
+
+@hookspec
+def gradflow_register_loggers(register: Register) -> None:
+    """Register metrics logger classes (subclasses of :class:`gradflow.Logger`)."""
