@@ -51,11 +51,21 @@ PLUGIN_DISTRIBUTIONS = ("gradflow-toy-plugin", "gradflow-broken-plugin", "gradfl
                         "gradflow-faulty-plugin")
 
 
+def needs_build_backend() -> None:
+    """Skip (with the reason) where the test plugin distributions cannot be built: they are
+    installed with ``--no-build-isolation``, so setuptools (the dev extra) must be here."""
+    for module, version in (("setuptools", "68"), ("wheel", None)):
+        pytest.importorskip(module, minversion=version, reason="building the test plugin "
+                            "distributions needs setuptools ≥ 68 and wheel (pip install -e "
+                            "'.[dev]')")
+
+
 @pytest.fixture(scope="session")
 def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every test plugin distribution pip-installed (as real distributions, with their entry
     points) into one fresh ``--target`` directory: put it on ``PYTHONPATH`` of a subprocess.
     The sources are copied first, so that building them leaves nothing in the repository."""
+    needs_build_backend()
     here = Path(__file__).parent / "plugins"
     target = tmp_path_factory.mktemp("hostile-site")
     sources = tmp_path_factory.mktemp("plugin-sources")

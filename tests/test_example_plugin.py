@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_build_backend
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "gradflow-snap"
 
 
 @pytest.fixture(scope="module")
 def snap_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    needs_build_backend()
     source = tmp_path_factory.mktemp("src") / "gradflow-snap"
     shutil.copytree(EXAMPLE, source,
                     ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 import gradflow
 from gradflow.registry.discovery import Registry
+from tests.conftest import needs_build_backend
 
 HERE = Path(__file__).parent
 PLUGINS = HERE / "plugins"
@@ -143,6 +144,7 @@ def test_plugin_that_fails_to_register_at_all() -> None:
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the toy and the broken plugin distributions into a fresh --target dir."""
+    needs_build_backend()
     target = tmp_path_factory.mktemp("site")
     for name in ("gradflow-toy-plugin", "gradflow-broken-plugin"):
         build = tmp_path_factory.mktemp("build")
