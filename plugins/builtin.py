@@ -14,6 +14,8 @@ from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rtrl import RTRL
 from gradflow_plugins.estimators.tbptt import TBPTT
 from gradflow_plugins.estimators.uoro import UORO
+from gradflow_plugins.loggers.mlflow import MLflowLogger
+from gradflow_plugins.loggers.tensorboard import TensorBoardLogger
 from gradflow_plugins.models.gru import GRU
 from gradflow_plugins.models.influence import Influence
 from gradflow_plugins.models.lstm import LSTM
@@ -31,6 +33,7 @@ ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
     RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
+LOGGERS: tuple[type[gradflow.Logger], ...] = (TensorBoardLogger, MLflowLogger)
 TASKS: tuple[type[gradflow.Task], ...] = (
     AddTask, TextTask, CopyTask, AnbnTask, DistantBracketsTask, InfluenceTask,
 )
@@ -51,4 +54,10 @@ def gradflow_register_models(register: Any) -> None:
 @gradflow.hookimpl
 def gradflow_register_tasks(register: Any) -> None:
     for cls in TASKS:
+        register(cls)
+
+
+@gradflow.hookimpl
+def gradflow_register_loggers(register: Any) -> None:
+    for cls in LOGGERS:
         register(cls)

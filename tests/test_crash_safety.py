@@ -39,7 +39,8 @@ STEPS, LOG, CKPT = 4000, 50, 100
 SETS = [f"run.steps={STEPS}", f"run.log_every={LOG}", f"run.checkpoint_every={CKPT}",
         "run.eval_every=500", "run.eval_steps=40", "run.final_window=300", "run.batch=2",
         "model.n_hidden=8"]
-UNSTABLE = {"seconds", "steps_per_s", "run_dir"}
+#: summary keys that depend on the clock, the directory or the process (provenance: time, command)
+UNSTABLE = {"seconds", "steps_per_s", "run_dir", "provenance"}
 
 # `gradflow train ARGS` that SIGKILLs itself where PLAN (JSON) says; "signal" patches nothing
 # (the test kills it from outside).

@@ -11,6 +11,8 @@ tests run the estimators where those denominators are exactly zero.
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,8 @@ class _Spoiler(gradflow.Estimator):
             direction = direction * float("inf")
         if state.count == self.bad and self.how == "theta":
             record.theta[0] = float("nan")  # the loss of this step was already computed
+        if state.count == self.bad and self.how == "explode":
+            record.theta[self.layout.n_rec] = 1e9  # a huge logit: a huge, finite loss
         if state.count >= self.bad and self.how == "state":
             state.memory = state.memory * float("nan")
         return direction
@@ -157,6 +161,32 @@ def test_non_finite_at_a_metrics_line(tmp_path: Path, spoiler, how: str, what: s
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 300 and "NaN" not in lines[-1]  # strict JSON
+
+
+def test_a_loss_that_explodes_while_finite_stops_the_run(tmp_path: Path, spoiler) -> None:
+    """A readout weight jumps to 1e9 after the loss of step 250: the losses of 251…300 are
+    huge but finite; the metrics line of step 300 compares their mean with run.divergence_factor
+    (100) × the task's reference level (add: ln 2, the uniform prediction, above its other
+    references) and stops the run as diverged, naming the last good checkpoint."""
+    spoiler.how, spoiler.bad = "explode", 250
+    with pytest.raises(TrainingDiverged) as info:
+        Trainer(_config()).run(tmp_path / "run")
+    assert re.fullmatch(
+        r"training diverged at step 300: the loss exploded: \S+ nats, the mean of the last 100 "
+        r"steps, exceeds 100 × the reference loss 0\.6931 nats of task 'add' "
+        r"\(run\.divergence_factor\) \(checked at every metrics line, every 100 steps; all "
+        r"below the bound at step 200\), with estimator 'spoiler-test' .*; the last good "
+        r"checkpoint \(step 200\) is in " + re.escape(str(tmp_path / "run" / "checkpoint")),
+        str(info.value))
+    assert info.value.exit_code == 3
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoint")] == [200]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert gradflow.create_task("add").reference_level() == pytest.approx(math.log(2))
+    # without the bound (divergence_factor = 0) the same run completes, finite and useless
+    spoiler.how, spoiler.bad = "explode", 250
+    done = Trainer(_config("run.divergence_factor=0")).run(tmp_path / "unbounded")
+    assert done["status"] == "completed" and done["final_loss"] > 1e6
 
 
 def test_a_non_finite_state_is_never_checkpointed(tmp_path: Path, spoiler) -> None:

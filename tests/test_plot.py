@@ -61,7 +61,7 @@ def test_png_has_one_line_per_run(runs, tmp_path, monkeypatch, capsys) -> None:
     assert y[2] == pytest.approx(loss[:3].mean()) and y[0] == loss[0]
     reference = [line for line in figure.figure.axes[0].get_lines()
                  if line.get_gid() == "reference"]
-    assert len(reference) == 1 and reference[0].get_ydata()[0] == pytest.approx(0.4544, abs=1e-3)
+    assert len(reference) == 1 and reference[0].get_ydata()[0] == pytest.approx(0.4545, abs=1e-3)
 
 
 def test_svg_and_other_metrics(runs, tmp_path, monkeypatch, capsys) -> None:
@@ -99,8 +99,17 @@ def test_errors_are_one_line(runs, tmp_path, monkeypatch, capsys) -> None:
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(monkeypatch, capsys, "plot", str(tmp_path), "--out",
                        str(tmp_path / "x.png"))
-    assert code == 2 and "not a gradflow run directory" in err
+    assert code == 2 and "not a gradflow run directory (config.json is missing)" in err
     assert not (tmp_path / "x.png").exists()
+    # a directory that does not exist says so (not that its config.json is missing)
+    missing = tmp_path / "no-such-run"
+    code, out, err = cli(monkeypatch, capsys, "plot", str(runs[0]), str(missing), "--out",
+                         str(tmp_path / "x.png"))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.strip() == f"error: no such run directory: {str(missing)!r}"
+    assert not (tmp_path / "x.png").exists() and not missing.exists()
+    with pytest.raises(gradflow.RunDirError, match=r"^no such run directory: "):
+        gradflow.load_run(missing)
 
 
 def test_without_matplotlib(runs, tmp_path, monkeypatch, capsys) -> None:

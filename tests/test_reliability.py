@@ -48,6 +48,8 @@ def run_in_subprocess(case: Case, tmp: Path, site: Path) -> tuple[int, str, str]
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> None:
+    for module in case.needs:
+        pytest.importorskip(module, reason=f"case {case.id!r} needs {module} (an extra)")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

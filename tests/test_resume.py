@@ -28,7 +28,8 @@ from tests.helpers import PAUSED_TRAIN, registered
 SETS = ["run.log_every=100", "run.eval_every=500", "run.eval_steps=50",
         "run.checkpoint_every=1000", "run.final_window=300", "model.n_hidden=8"]
 #: fields of summary.json that depend on the wall clock or the directory
-UNSTABLE = {"seconds", "steps_per_s", "run_dir"}
+#: summary keys that depend on the clock, the directory or the process (provenance: time, command)
+UNSTABLE = {"seconds", "steps_per_s", "run_dir", "provenance"}
 
 # `gradflow train` in a subprocess that sends itself SIGNAL right after step AT.
 SIGNALLED_TRAIN = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from gradflow_plugins.estimators.readout_only import ReadoutOnly
 import gradflow
 from gradflow import CheckpointError, ConfigError, RunDirError, TrainingError
 from gradflow.runfiles.checkpoint import load_checkpoint
-from gradflow.runfiles.config import build_config
+from gradflow.runfiles.config import build_config, run_config
 from gradflow.runfiles.rundir import read_metrics
 from gradflow.training.trainer import Trainer
 
@@ -43,8 +44,13 @@ def test_run_directory(tmp_path: Path) -> None:
     assert resolved["estimator"] == {"name": "tbptt", "truncation": 10, "interval": None}
     assert resolved["task"] == {"name": "add", "lag1": 5, "lag2": 9, "targets": "soft"}
     assert resolved["optimizer"]["lr"] == 0.003  # the default, spelled out
-    # the resolved config rebuilds the same run
-    assert gradflow.TrainConfig.model_validate(resolved) == trainer.config
+    # the resolved config rebuilds the same run; its provenance says what it ran with
+    assert run_config(resolved) == trainer.config
+    record = resolved["provenance"]
+    assert record["gradflow"] == gradflow.__version__ and record["numpy"] == np.__version__
+    assert record["plugins"]["gradflow"] == gradflow.__version__  # the built-ins' distribution
+    assert {"python", "platform", "host", "git", "command", "time", "cupy"} <= set(record)
+    assert summary["provenance"]["gradflow"] == gradflow.__version__
 
     records = read_metrics(out)
     assert [r["step"] for r in records] == list(range(100, 601, 100))
@@ -61,7 +67,7 @@ def test_run_directory(tmp_path: Path) -> None:
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
     assert summary["status"] == "completed" and summary["steps"] == 600
-    assert summary["optimum"] == pytest.approx(0.4544, abs=1e-4)
+    assert summary["optimum"] == pytest.approx(0.4545, abs=1e-4)
     assert summary["best_loss"] == min(r["loss"] for r in records)
     assert summary["eval_loss"] == records[-1]["eval_loss"]
     last_two = [r["loss"] for r in records[-2:]]  # final window 200 = the last two lines
@@ -264,7 +270,7 @@ def test_text_learns_below_unigram_entropy(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["rtrl", "tbptt"])
 def test_add_reaches_the_optimum(tmp_path: Path, estimator: str) -> None:
-    """Defaults, 100k steps: within 0.02 nats of 0.4544 (mean of the last 5,000 steps)."""
+    """Defaults, 100k steps: within 0.02 nats of 0.4545 (mean of the last 5,000 steps)."""
     summary = Trainer(build_config(sets=[f"estimator.name={estimator}"])).run(tmp_path)
     assert summary["steps"] == 100_000
     assert summary["final_loss"] - summary["optimum"] < 0.02, summary
@@ -285,3 +291,37 @@ def test_text_bits_below_unigram_in_50k_steps(tmp_path: Path, estimator: str) ->
     summary = Trainer(cfg).run(tmp_path / "run")
     unigram = summary["references"]["unigram"]
     assert summary["final_loss"] < 0.8 * unigram, summary
+
+
+# -- an estimator that would never update is refused before a run directory is made ---------------
+@pytest.mark.parametrize(("task", "batch", "refused"), [
+    ("add", 1, "is one endless stream (no step starts a new sequence)"),
+    ("influence", 1, "is one endless stream (no step starts a new sequence)"),
+    ("text", 2, "ends the sequences of its 2 streams at different steps"),
+    ("copy", 3, None), ("text", 1, None),
+])
+def test_an_offline_estimator_needs_sequences_it_can_end(tmp_path: Path, monkeypatch, task: str,
+                                                        batch: int, refused: str | None) -> None:
+    """bptt (online = False) returns a direction only when every stream ends a sequence at the
+    same step: on a stream without such steps it would train nothing and say nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("abcabd " * 8, encoding="utf-8")  # wraps every ~50 steps
+    sets = [f"task.name={task}", "estimator.name=bptt", f"run.batch={batch}", "run.steps=200",
+            "run.log_every=50", "run.eval_every=0", "run.checkpoint_every=100"]
+    sets += ({"text": ["task.path=t.txt"], "influence": ["model.name=influence"]}.get(task, [])
+             or ["model.n_hidden=3"])
+    if refused is not None:
+        with pytest.raises(ConfigError, match=re.escape(
+                f"estimator 'bptt' returns a direction only when every stream ends a sequence "
+                f"at the same step, and task {task!r} {refused}: it would never update")):
+            Trainer(build_config(sets=sets))
+        return
+    summary = Trainer(build_config(sets=sets)).run(tmp_path / "run")
+    lines = read_metrics(tmp_path / "run")
+    assert summary["status"] == "completed" and any(r["grad_norm"] for r in lines)
+
+
+def test_tasks_declare_their_sequences() -> None:
+    assert gradflow.create_task("add").sequences == "none"
+    assert gradflow.create_task("copy").sequences == "aligned"
+    assert gradflow.create_task("copy", reset=False).sequences == "none"

@@ -17,7 +17,6 @@ The hierarchy, by the layer that raises them::
     │   └── PluginFailed            a plugin raised, or broke its contract
     ├── CapabilityError             an estimator needs a primitive the model lacks
     ├── ConfigError                 run files: a config file, override or value
-    ├── PathPolicyError             a config file that would write outside the current directory
     ├── RunDirError                 run files: a run directory that cannot be written or read
     ├── CheckpointError             run files: a missing, foreign or damaged checkpoint
     ├── TrainingError               training: the run cannot go on
@@ -72,10 +71,6 @@ class PluginFailed(PluginError):
 # -- run files -----------------------------------------------------------------------------------
 class ConfigError(GradflowError):
     """A configuration file, override or value that cannot be used."""
-
-
-class PathPolicyError(GradflowError):
-    """A path from a config file that would make gradflow write outside the current directory."""
 
 
 class RunDirError(GradflowError):

@@ -9,9 +9,10 @@ run sees exactly the same stream.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,9 +77,31 @@ class Task(ABC):
         """Best achievable mean loss per step in nats, where known."""
         return None
 
+    @property
+    def sequences(self) -> Literal["none", "aligned", "per-stream"]:
+        """How the stream is cut into sequences: ``"none"`` (one endless stream: no step
+        resets; the default), ``"aligned"`` (every stream starts its sequences at the same
+        steps) or ``"per-stream"`` (each stream at its own steps). An estimator that returns
+        directions only when every stream ends a sequence (``online = False``: BPTT) can train
+        only on ``"aligned"`` sequences, or on ``"per-stream"`` ones with a single stream."""
+        return "none"
+
+    def reference_level(self) -> float | None:
+        """The loss that a run must never exceed by far: the largest of the task's reference
+        losses (its optimum included) and, for a cross-entropy task, ln k — the loss of
+        predicting the uniform distribution over its k classes. ``None`` when the task states no
+        positive level. A metrics line whose mean loss exceeds ``run.divergence_factor`` times
+        it stops the run as diverged (docs/training.md)."""
+        levels = [*self.reference_losses().values(), self.optimum or 0.0]
+        if self.loss == "ce" and self.n_out > 1:
+            levels.append(math.log(self.n_out))
+        level = max((float(v) for v in levels if v is not None and math.isfinite(v)),
+                    default=0.0)
+        return level if level > 0.0 else None
+
     def reference_losses(self) -> dict[str, float]:
         """Named reference levels of the mean loss per step in nats, where known (for example
-        ``{"optimum": 0.4544, "no memory": 0.6616}``, or a text's unigram entropy); the trainer
+        ``{"optimum": 0.4545, "no memory": 0.6616}``, or a text's unigram entropy); the trainer
         reports them next to the result. Empty by default."""
         return {}
 

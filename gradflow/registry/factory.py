@@ -2,11 +2,11 @@
 
 One construction path serves the Python API (:func:`create_model`, :func:`create_estimator`,
 :func:`create_task`) and the trainer (:func:`build_model`, :func:`build_estimator`,
-:func:`build_task`, which also return the registry entry and the validated options): the name is
-looked up, the options are validated by the plugin's own model (one-line
-:class:`~gradflow.PluginError`), an estimator's required primitives are checked against the
-model (:class:`~gradflow.CapabilityError`), and an exception raised inside the plugin while it is
-being created becomes a :class:`~gradflow.PluginFailed` naming it and its distribution.
+:func:`build_task`, :func:`build_logger`, which also return the registry entry and the validated
+options): the name is looked up, the options are validated by the plugin's own model (one-line
+:class:`~gradflow.PluginError`), an estimator's required primitives are checked against the model
+(:class:`~gradflow.CapabilityError`), and an exception raised inside the plugin while it is being
+created becomes a :class:`~gradflow.PluginFailed` naming it and its distribution.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from gradflow.contracts.backend import Backend, resolve_backend
 from gradflow.contracts.errors import CapabilityError, PluginError, PluginFailed
 from gradflow.contracts.estimator import Estimator
+from gradflow.contracts.logger import Logger
 from gradflow.contracts.model import Model
 from gradflow.contracts.task import Task
 from gradflow.registry.discovery import PluginInfo, get_registry, validate_options
@@ -89,6 +90,14 @@ def build_task(name: str, options: Mapping[str, Any], backend: Backend, batch: i
         raise PluginError(f"batch must be at least 1, got {batch}")
     with blame(info, "while being created"):
         return Built(info.cls(opts, backend, batch=batch, seed=seed), info, opts)
+
+
+def build_logger(name: str, options: Mapping[str, Any]) -> Built[Logger]:
+    """The logger plugin ``name`` with ``options`` (a missing dependency is said when it is
+    created, before any step)."""
+    info, opts = _entry("logger", name, options)
+    with blame(info, "while being created"):
+        return Built(info.cls(opts), info, opts)
 
 
 def create_model(name: str, backend: Backend | str | None = None, dtype: str | None = None,

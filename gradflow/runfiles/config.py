@@ -20,9 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradflow.contracts.errors import ConfigError, validation_problems
-from gradflow.runfiles.paths import check_config_path
 
 SECTIONS = ("run", "model", "estimator", "task", "optimizer")
+#: the key of a run's config.json that records where and with what it ran (not a setting)
+PROVENANCE = "provenance"
 PLUGIN_SECTIONS = ("model", "estimator", "task")
 #: the optimizers and learning-rate schedules a config can name (gradflow.training implements them)
 OPTIMIZERS = ("sgd", "adam")
@@ -57,6 +58,11 @@ class RunSection(_Strict):
                                   "the end only; a multiple of log_every)")
     final_window: int = Field(5000, ge=1, description="the final loss is the mean over the "
                               "last final_window steps")
+    divergence_factor: float = Field(
+        100.0, ge=0, description="stop as diverged when a metrics line's mean loss exceeds this "
+        "many times the task's largest reference loss (0: never; see docs/training.md)")
+    loggers: list[str] = Field(default_factory=list, description="metrics loggers besides "
+                               "metrics.jsonl: names of registered loggers (tensorboard, mlflow)")
 
     @field_validator("out")
     @classmethod
@@ -187,7 +193,15 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a JSON object")
+    data.pop(PROVENANCE, None)  # a run's record of where it ran, not a setting
     return data
+
+
+def run_config(data: Any) -> TrainConfig:
+    """The configuration in a run's ``config.json`` (its ``provenance`` record set aside)."""
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != PROVENANCE}
+    return TrainConfig.model_validate(data)
 
 
 def parse_value(text: str) -> Any:
@@ -226,26 +240,17 @@ def build_config(path: str | Path | None = None, sets: list[str] | tuple[str, ..
     """File, then ``--set`` overrides, then flags (``{"section.key": value}``; ``None`` values
     are ignored), validated into a :class:`TrainConfig`.
 
-    A run directory named by the *file* (``run.out``) must lie below the current directory (see
-    :func:`gradflow.runfiles.paths.check_config_path`): a config file from elsewhere cannot make a
-    run write outside it. ``--set run.out=...`` or the ``--out`` flag (the user asking) can name any
-    directory.
+    ``run.out`` may name any directory, relative or absolute, from any of the three: a run never
+    overwrites a non-empty directory without ``--force``, and then only gradflow's own files
+    (:mod:`gradflow.runfiles.rundir`).
     """
     data: dict[str, Any] = load_file(path) if path is not None else {}
-    run = data.get("run")
-    from_file = run.get("out") if isinstance(run, dict) else None
-    asked = False
     for item in sets:
-        section, key, value = parse_assignment(item)
-        merge(data, section, key, value)
-        asked = asked or (section, key) == ("run", "out")
+        merge(data, *parse_assignment(item))
     for dotted, value in (flags or {}).items():
         if value is not None:
             section, _, key = dotted.partition(".")
             merge(data, section, key, value)
-            asked = asked or dotted == "run.out"
-    if isinstance(from_file, str) and from_file and "\x00" not in from_file and not asked:
-        check_config_path(from_file, "run.out", str(path))
     return config_from_dict(data)
 
 
@@ -254,8 +259,7 @@ def as_config(config: ConfigLike = None, sets: Sequence[str] = (),
     """A :class:`TrainConfig` from a config, a nested dict, a TOML path or ``None``, with
     ``section.key=value`` overrides applied (keys the config does not set keep their defaults,
     including an estimator's optimizer defaults). ``out``, when given, is the run directory the
-    caller asked for: a TOML file's own ``run.out`` is then not used (nor checked: see
-    :mod:`gradflow.runfiles.paths`)."""
+    caller asked for: a TOML file's own ``run.out`` is then not used."""
     if config is None or isinstance(config, str | Path):
         return build_config(config, sets, {"run.out": None if out is None else str(out)})
     if isinstance(config, TrainConfig):

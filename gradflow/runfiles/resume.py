@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from gradflow.contracts.errors import CheckpointError, ConfigError, RunDirError
 from gradflow.contracts.layout import ParamLayout
 from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
-from gradflow.runfiles.config import TrainConfig
+from gradflow.runfiles.config import TrainConfig, run_config
 from gradflow.runfiles.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, read_metrics
 
 #: run settings that may differ between a checkpoint and its run directory's config.json
@@ -111,7 +111,7 @@ def non_finite(arrays: dict[str, np.ndarray]) -> list[str]:
 def read_run_config(path: Path) -> TrainConfig | None:
     """The run directory's ``config.json`` as a config, or ``None`` if missing or unreadable."""
     try:
-        return TrainConfig.model_validate(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+        return run_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError, RecursionError):
         return None
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from gradflow.contracts.errors import RunDirError
 from gradflow.runfiles.checkpoint import load_checkpoint
-from gradflow.runfiles.config import TrainConfig
+from gradflow.runfiles.config import TrainConfig, run_config
 from gradflow.runfiles.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, TIMING, read_metrics
 
 
@@ -125,10 +125,12 @@ class Run(Mapping[str, Any]):
 def load_run(path: str | Path) -> Run:
     """Open the run directory ``path``."""
     p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"no such run directory: {str(p)!r}")
     if not (p / CONFIG).is_file():
         raise RunDirError(f"{str(p)!r} is not a gradflow run directory ({CONFIG} is missing)")
     try:
-        config = TrainConfig.model_validate(json.loads((p / CONFIG).read_text()))
+        config = run_config(json.loads((p / CONFIG).read_text()))
     except (OSError, ValueError, ValidationError, RecursionError) as exc:
         raise RunDirError(f"{str(p / CONFIG)!r} cannot be read as a gradflow config "
                           f"({type(exc).__name__})") from None

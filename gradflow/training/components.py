@@ -19,13 +19,20 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from gradflow.contracts.backend import Backend, get_backend
-from gradflow.contracts.errors import PluginError, PluginFailed
+from gradflow.contracts.errors import ConfigError, PluginError, PluginFailed
 from gradflow.contracts.estimator import Estimator
+from gradflow.contracts.logger import Logger
 from gradflow.contracts.model import Model
 from gradflow.contracts.random import CounterRNG
 from gradflow.contracts.task import Task
 from gradflow.registry.discovery import PluginInfo
-from gradflow.registry.factory import build_estimator, build_model, build_task
+from gradflow.registry.factory import (
+    Built,
+    build_estimator,
+    build_logger,
+    build_model,
+    build_task,
+)
 from gradflow.registry.guard import blame
 from gradflow.runfiles.config import OptimizerSection, PluginSection, TrainConfig
 from gradflow.training.optimizers import Optimizer, create_optimizer
@@ -47,6 +54,13 @@ class Components:
     seeds: dict[str, int] = field(default_factory=dict)
     #: the registry entries of the task, model and estimator (to name them in messages)
     infos: dict[str, PluginInfo] = field(default_factory=dict)
+    #: the run's metrics loggers (``run.loggers``), with their registry entries
+    loggers: list[Built[Logger]] = field(default_factory=list)
+
+    def plugins(self) -> list[tuple[PluginInfo, type]]:
+        """(registry entry, class) of every plugin the run uses: to name one in an error."""
+        own = [(info, type(getattr(self, kind))) for kind, info in self.infos.items()]
+        return own + [(built.info, type(built.instance)) for built in self.loggers]
 
 
 def derived_seeds(seed: int) -> dict[str, int]:
@@ -100,6 +114,23 @@ def _model_for(config: TrainConfig, task: Task, sizes: dict[str, int],
                           f"{task.n_out} from task {task.name!r})") from None
 
 
+def check_updates(estimator: Estimator, task: Task, batch: int) -> None:
+    """Refuse an estimator that would never return a direction on this task's stream: one that
+    updates only when every stream ends a sequence (``online = False``), on a stream without
+    sequences, or whose streams end theirs at different steps."""
+    if estimator.online:
+        return
+    sequences = task.sequences
+    if sequences == "aligned" or (sequences == "per-stream" and batch == 1):
+        return
+    why = ("is one endless stream (no step starts a new sequence)" if sequences == "none" else
+           f"ends the sequences of its {batch} streams at different steps")
+    raise ConfigError(f"estimator {estimator.name!r} returns a direction only when every stream "
+                      f"ends a sequence at the same step, and task {task.name!r} {why}: it "
+                      "would never update; choose an online estimator (e.g. tbptt)"
+                      + (" or one stream (run.batch = 1)" if sequences == "per-stream" else ""))
+
+
 def build(config: TrainConfig) -> Components:
     """Create everything ``config`` names, checking names, options, sizes and capabilities.
 
@@ -116,6 +147,10 @@ def build(config: TrainConfig) -> Components:
     model = _model_for(config, task.instance, sizes, backend)
     estimator = build_estimator(config.estimator.name, config.estimator.options(),
                                 model.instance)
+    check_updates(estimator.instance, task.instance, run.batch)
+    if len(set(run.loggers)) != len(run.loggers):
+        raise ConfigError(f"run.loggers names a logger twice: {run.loggers}")
+    loggers = [build_logger(name, {}) for name in run.loggers]
 
     opt = config.optimizer
     defaults = estimator_defaults(estimator.info.cls.optimizer_defaults, opt)
@@ -136,7 +171,7 @@ def build(config: TrainConfig) -> Components:
         task=_resolved(config.task, task.options), optimizer=opt)
     infos = {"task": task.info, "model": model.info, "estimator": estimator.info}
     return Components(resolved, backend, task.instance, model.instance, estimator.instance,
-                      optimizer, seeds, infos)
+                      optimizer, seeds, infos, loggers)
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:

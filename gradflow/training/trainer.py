@@ -21,6 +21,8 @@ planned by :mod:`gradflow.runfiles.resume` and loaded here.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 import warnings
@@ -39,6 +41,7 @@ from gradflow.contracts.errors import (
     TrainingDiverged,
     TrainingInterrupted,
 )
+from gradflow.contracts.logger import RunRecord
 from gradflow.contracts.losses import LN2, get_loss
 from gradflow.registry.discovery import exception_line
 from gradflow.registry.guard import blame, culprit
@@ -46,7 +49,8 @@ from gradflow.runfiles.checkpoint import (
     save_checkpoint,
     split_state,
 )
-from gradflow.runfiles.config import TrainConfig
+from gradflow.runfiles.config import PROVENANCE, TrainConfig
+from gradflow.runfiles.provenance import provenance
 from gradflow.runfiles.resume import (
     check_state_layout,
     layout_record,
@@ -55,10 +59,12 @@ from gradflow.runfiles.resume import (
 )
 from gradflow.runfiles.rundir import (
     CONFIG,
+    METRICS,
     SUMMARY,
     RunDir,
     default_run_path,
     finite_or_none,
+    read_metrics,
 )
 from gradflow.training.clipping import clip_direction
 from gradflow.training.components import build
@@ -123,6 +129,8 @@ class Trainer:
         self._online_step: Callable[..., StepOutcome] = ValidatedSteps(checks, self._validated)
         self._rundir: RunDir | None = None
         self._evaluating = False
+        #: how the run ended, for the loggers (set with each summary written)
+        self._status = "failed"
 
     def _validated(self) -> None:
         """Every plugin output has been checked once: the plain online step from now on."""
@@ -288,26 +296,61 @@ class Trainer:
             cfg.run.out = str(rundir.path)
         self._rundir = rundir
         try:
-            if self.resumed_from is None or self._config_changed:
-                rundir.write_json(CONFIG, cfg.model_dump(mode="json"))
-            with blas_threads(run.threads), stop_requests(handle_signals) as stop:
-                try:
-                    summary = self._loop(rundir, progress, stop)
-                except (GradflowError, MemoryError):
-                    raise
-                except (Exception, SystemExit) as exc:  # a plugin may not end the process
-                    raise self._plugin_failure(exc, rundir) from exc
+            config = self._write_config(rundir)
+            try:
+                with blas_threads(run.threads), stop_requests(handle_signals) as stop:
+                    try:
+                        self._open_loggers(rundir, config)
+                        summary = self._loop(rundir, progress, stop)
+                    except (GradflowError, MemoryError):
+                        raise
+                    except (Exception, SystemExit) as exc:  # a plugin may not end the process
+                        raise self._plugin_failure(exc, rundir) from exc
+            except BaseException:
+                with contextlib.suppress(Exception):  # never hide why the run stopped
+                    self._close_loggers()
+                raise
+            self._close_loggers()
         finally:
             rundir.close()
             self._rundir = None
         return summary
 
+    def _write_config(self, rundir: RunDir) -> dict[str, Any]:
+        """Write ``config.json`` (for a new run, or a resumed one whose length changed) with its
+        provenance — that of the process that started the run, kept across resumes — and return
+        what it holds."""
+        config = self.config.model_dump(mode="json")
+        try:
+            old = json.loads((rundir.path / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            old = None
+        record = old.get(PROVENANCE) if isinstance(old, dict) and self.resumed_from is not None \
+            else None
+        written = {**config, PROVENANCE: record if isinstance(record, dict) else provenance()}
+        if self.resumed_from is None or self._config_changed or record is None:
+            rundir.write_json(CONFIG, written)
+        return written
+
+    # -- loggers -------------------------------------------------------------------------------
+    def _open_loggers(self, rundir: RunDir, config: dict[str, Any]) -> None:
+        """Open the run's loggers on the lines already in metrics.jsonl (a resumed run's)."""
+        if not self.parts.loggers:
+            return
+        lines = read_metrics(rundir.path) if (rundir.path / METRICS).exists() else []
+        for built in self.parts.loggers:
+            built.instance.open(RunRecord(rundir.path, config, list(lines)))
+
+    def _close_loggers(self) -> None:
+        for built in self.parts.loggers:
+            with blame(built.info, "while closing"):
+                built.instance.close(self._status)
+
     def _plugin_failure(self, exc: BaseException, rundir: RunDir) -> BaseException:
         """``exc`` raised inside a plugin's code → :class:`PluginFailed` naming it (and the
         run's summary says ``failed``); anything else is returned as it is (a bug)."""
         parts = self.parts
-        blamed = culprit(exc, [(info, type(getattr(parts, kind)))
-                               for kind, info in parts.infos.items()])
+        blamed = culprit(exc, parts.plugins())
         if blamed is None:
             return exc
         rundir.write_json(SUMMARY, self._summary("failed", None, self.loop.elapsed))
@@ -382,6 +425,9 @@ class Trainer:
         has_eval = run.eval_every > 0 and task.held_out() is not None
         final_from = max(run.steps - run.final_window, 0)
         acc = self.loop
+        loggers = parts.loggers
+        level = task.reference_level()
+        bound = run.divergence_factor * level if level and run.divergence_factor else None
         start = time.perf_counter() - acc.elapsed
         window_start = time.perf_counter() - acc.window_seconds
 
@@ -409,6 +455,7 @@ class Trainer:
             grad_norm = backend.to_float(acc.norm_sum) / acc.updates if acc.updates else None
             finite = (math.isfinite(mean_loss) and (grad_norm is None or math.isfinite(grad_norm))
                       and bool(xp.all(xp.isfinite(theta))))
+            exploded = finite and bound is not None and mean_loss > bound
             now = time.perf_counter()
             record: dict[str, Any] = {
                 "step": step,
@@ -418,7 +465,8 @@ class Trainer:
                 "lr": learning_rate(schedule, lr, step, decay),
                 **task.metrics(),
             }
-            if finite and has_eval and (step % run.eval_every == 0 or step == run.steps):
+            if finite and not exploded and has_eval and (step % run.eval_every == 0
+                                                          or step == run.steps):
                 self._evaluating = True
                 last_eval = acc.last_eval = self.evaluate()
                 self._evaluating = False
@@ -432,8 +480,15 @@ class Trainer:
                 "wall": round(now - start, 3),
                 "steps_per_s": round(acc.window_steps / max(now - window_start, 1e-9), 1),
             })
-            if not finite:
-                if not math.isfinite(mean_loss):
+            for built in loggers:
+                built.instance.log(record)
+            if not finite or exploded:
+                if exploded:
+                    what = (f"the loss exploded: {mean_loss:.4g} nats, the mean of the last "
+                            f"{acc.window_steps:,} steps, exceeds {run.divergence_factor:g} × "
+                            f"the reference loss {level:.4g} nats of task {task.name!r} "
+                            "(run.divergence_factor)")
+                elif not math.isfinite(mean_loss):
                     what = "the loss is not finite"
                 elif grad_norm is not None and not math.isfinite(grad_norm):
                     what = "the gradient estimate is not finite"
@@ -441,7 +496,8 @@ class Trainer:
                     what = self._non_finite_theta()
                 before = step - acc.window_steps
                 how = (f"checked at every metrics line, every {run.log_every:,} steps; all "
-                       f"finite at step {before:,}" if before > 0 else
+                       f"{'below the bound' if exploded else 'finite'} at step {before:,}"
+                       if before > 0 else
                        f"checked at every metrics line, every {run.log_every:,} steps; this "
                        "was the first check")
                 rundir.write_json(SUMMARY, self._summary("diverged", None, now - start))
@@ -464,6 +520,9 @@ class Trainer:
         return summary
 
     def _summary(self, status: str, final: float | None, seconds: float) -> dict[str, Any]:
+        """The summary of the run as it stands (``status``: completed, interrupted, diverged,
+        failed), with the provenance of this process."""
+        self._status = status
         cfg, task, acc = self.config, self.parts.task, self.loop
         is_ce = task.loss == "ce"
         counted = min(cfg.run.final_window, cfg.run.steps)
@@ -489,4 +548,5 @@ class Trainer:
             "seconds": round(seconds, 3),
             "steps_per_s": round(self.step / max(seconds, 1e-9), 1),
             "run_dir": cfg.run.out,
+            PROVENANCE: provenance(),
         }

@@ -100,6 +100,11 @@ class CopyTask(Task):
     def optimum(self) -> float:
         return 0.0
 
+    @property
+    def sequences(self) -> str:
+        """Every stream starts its episodes at the same steps (with ``reset``, the default)."""
+        return "aligned" if self.options.reset else "none"
+
     def reference_losses(self) -> dict[str, float]:
         """At the current length L."""
         return {"optimum": 0.0, "no bit memory": no_memory_loss(self.length)}

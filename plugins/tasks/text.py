@@ -115,6 +115,12 @@ class TextTask(Task):
         """The vocabulary: class k is character ``characters[k]``."""
         return "".join(chr(int(c)) for c in self.vocab)
 
+    @property
+    def sequences(self) -> str:
+        """Each stream starts over at the beginning of the text when it reaches its end, each at
+        its own step (the streams start at spread offsets)."""
+        return "per-stream"
+
     def reference_losses(self) -> dict[str, float]:
         return {"unigram": unigram_entropy(self.codes, len(self.vocab))}
 
