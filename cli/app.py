@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
+from gradflow_cli.help_format import CONTEXT_SETTINGS, Command, Group
 
 from gradflow.contracts.errors import GradflowError, GradflowWarning
 from gradflow.registry.discovery import exception_line, get_registry
 from gradflow.registry.guard import culprit
+from gradflow.version import __version__
 
 app = typer.Typer(
     name="gradflow",
     help="Train recurrent models online with pluggable gradient estimators.",
+    cls=Group,
+    context_settings=CONTEXT_SETTINGS,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -25,9 +29,18 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradflow {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="print the version and exit")] = False,
 ) -> None:
     _STATE["debug"] = debug
 
@@ -35,19 +48,19 @@ def _main(
 # -- commands: each lives in its own module of gradflow_cli and is registered here -------------
 from gradflow_cli.plugins_cmd import plugins  # noqa: E402
 
-app.command(name="plugins")(plugins)
+app.command(name="plugins", cls=Command)(plugins)
 
 from gradflow_cli.train import train  # noqa: E402
 
-app.command(name="train")(train)
+app.command(name="train", cls=Command)(train)
 
 from gradflow_cli.check import check  # noqa: E402
 
-app.command(name="check")(check)
+app.command(name="check", cls=Command)(check)
 
 from gradflow_cli.bench import bench  # noqa: E402
 
-app.command(name="bench")(bench)
+app.command(name="bench", cls=Command)(bench)
 
 from gradflow_cli.config_cmd import config_app  # noqa: E402
 
@@ -55,11 +68,11 @@ app.add_typer(config_app, name="config")
 
 from gradflow_cli.plot import plot  # noqa: E402
 
-app.command(name="plot")(plot)
+app.command(name="plot", cls=Command)(plot)
 
 from gradflow_cli.sweep import sweep  # noqa: E402
 
-app.command(name="sweep")(sweep)
+app.command(name="sweep", cls=Command)(sweep)
 
 
 def one_line(text: object) -> str:
@@ -94,7 +107,8 @@ def main() -> None:
 
 def _main(debug: bool) -> None:
     try:
-        code = app(standalone_mode=False)  # an exit status when a typer.Exit was raised
+        # an exit status when a typer.Exit was raised; "gradflow" in usage lines however started
+        code = app(standalone_mode=False, prog_name="gradflow")
         if isinstance(code, int) and code:
             if code == 130:  # KeyboardInterrupt (a second Ctrl-C while a run checkpoints)
                 typer.echo("aborted", err=True)

@@ -101,30 +101,36 @@ def print_tables(result: BenchResult) -> None:
 
 def bench(
     estimators: Annotated[str | None, typer.Option(
-        "--estimators", "-e", help="comma-separated estimators (default: every registered "
-        "estimator that runs online, i.e. all but bptt)")] = None,
+        "--estimators", "-e", metavar="NAMES",
+        help="comma-separated estimators (default: every registered estimator that runs online, "
+             "i.e. all but bptt)")] = None,
     sizes: Annotated[str, typer.Option(
-        "--sizes", "-n", help="comma-separated numbers of hidden units n (P = n² + 5n + 2)")]
+        "--sizes", "-n", metavar="SIZES",
+        help="comma-separated numbers of hidden units n (P = n² + 5n + 2)")]
         = ",".join(str(s) for s in DEFAULT_SIZES),
-    batch: Annotated[int, typer.Option("--batch", "-b", help="independent streams B")] = 1,
-    backend: Annotated[str, typer.Option(help="numpy, cupy or array_api_strict")] = "numpy",
-    dtype: Annotated[str, typer.Option(help="float64 or float32")] = "float64",
-    repeat: Annotated[int, typer.Option(help="timed blocks per measurement (the median is "
-                                        "reported)")] = 7,
+    batch: Annotated[int, typer.Option(
+        "--batch", "-b", metavar="B", help="independent streams B")] = 1,
+    backend: Annotated[str, typer.Option(
+        metavar="NAME", help="numpy, cupy or array_api_strict")] = "numpy",
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="float64 or float32")] = "float64",
+    repeat: Annotated[int, typer.Option(
+        metavar="N", help="timed blocks per measurement (the median is reported)")] = 7,
     rounds: Annotated[int, typer.Option(
-        help="measure the whole plan this many times in turn (the median is over all "
+        metavar="N", help="measure the whole plan this many times in turn (the median is over all "
              "blocks): steadier numbers on a shared machine")] = 1,
     min_time: Annotated[float, typer.Option(
-        "--min-time", help="seconds per timed block (its number of steps is calibrated)")] = 0.05,
+        "--min-time", metavar="SECONDS",
+        help="seconds per timed block (its number of steps is calibrated)")] = 0.05,
     truncation: Annotated[int, typer.Option(
-        help="tbptt's truncation (and update interval)")] = DEFAULT_TRUNCATION,
+        metavar="K", help="tbptt's truncation (and update interval)")] = DEFAULT_TRUNCATION,
     max_step_ms: Annotated[float, typer.Option(
-        "--max-step-ms", help="skip an estimator at the sizes where one step takes longer than "
-        "this, in milliseconds (0: no limit)")] = MAX_STEP_MS,
+        "--max-step-ms", metavar="MS",
+        help="skip an estimator at the sizes where one step takes longer than this, in "
+             "milliseconds (0: no limit)")] = MAX_STEP_MS,
     fit_min_n: Annotated[int, typer.Option(
-        "--fit-min-n", help="fit the exponents on sizes n ≥ this (0: all sizes)")] = 0,
+        "--fit-min-n", metavar="N", help="fit the exponents on sizes n ≥ this (0: all sizes)")] = 0,
     threads: Annotated[int, typer.Option(
-        help="BLAS threads while timing (0: the library's default)")] = 1,
+        metavar="N", help="BLAS threads while timing (0: the library's default)")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Time one online step (task → forward → loss → estimator → clip → optimizer) for each

@@ -12,16 +12,20 @@ from gradflow.tools.plot import check_output, learning_curves
 
 def plot(
     runs: Annotated[list[Path], typer.Argument(
-        help="run directories (a sweep's run directories work too)", show_default=False)],
+        metavar="RUN_DIR...", show_default=False,
+        help="run directories (a sweep's run directories work too)")],
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="output image: .png, .svg or .pdf", show_default=False)],
+        "--out", "-o", metavar="FILE", show_default=False,
+        help="output image: .png, .svg or .pdf")],
     metric: Annotated[str, typer.Option(
+        metavar="NAME",
         help="loss, bits, eval_loss, eval_bits, grad_norm, lr, steps_per_s, ...")] = "loss",
     smooth: Annotated[int, typer.Option(
-        min=1, max=1_000_000, help="trailing mean over this many metrics lines (1: none)")] = 5,
-    title: Annotated[str | None, typer.Option(help="figure title")] = None,
+        min=1, max=1_000_000, metavar="N",
+        help="trailing mean over this many metrics lines (1: none)")] = 5,
+    title: Annotated[str | None, typer.Option(metavar="TEXT", help="figure title")] = None,
     log_y: Annotated[bool, typer.Option("--log-y", help="logarithmic y axis")] = False,
-    dpi: Annotated[int, typer.Option(min=10, max=2400,
+    dpi: Annotated[int, typer.Option(min=10, max=2400, metavar="DPI",
                                      help="PNG resolution (dots per inch)")] = 100,
 ) -> None:
     """Plot the learning curves of several runs on one figure: METRIC against the step, one

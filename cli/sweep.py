@@ -29,18 +29,20 @@ def _default_out(grid: Path) -> Path:
 
 def sweep(
     grid: Annotated[Path, typer.Argument(
-        help="TOML file: a training config plus a sweep table of dotted names to lists",
-        show_default=False)],
+        metavar="GRID", show_default=False,
+        help="TOML file: a training config plus a sweep table of dotted names to lists")],
     out: Annotated[Path | None, typer.Option(
-        help="sweep directory (default sweeps/<time>-<grid name>)")] = None,
+        metavar="DIR", help="sweep directory (default sweeps/<time>-<grid name>)")] = None,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="processes of the local pool (default: one per core, at most one per run)")
-    ] = None,
+        min=1, metavar="N",
+        help="processes of the local pool (default: one per core, at most one per run)")] = None,
     scheduler: Annotated[str | None, typer.Option(
+        metavar="ADDRESS",
         help="run on the Dask distributed cluster at this address (tcp://HOST:PORT) instead of "
              "the local pool; needs the dask extra of gradflow")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="section.key=value override of the base config, repeatable")] = None,
+        "--set", metavar="SECTION.KEY=VALUE",
+        help="override a value of the base config, repeatable")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="run again in an existing non-empty sweep directory")] = False,
     dry_run: Annotated[bool, typer.Option(

@@ -27,7 +27,7 @@ _FLAGS = {
     "model": "model.name", "estimator": "estimator.name", "task": "task.name",
     "steps": "run.steps", "batch": "run.batch", "seed": "run.seed", "backend": "run.backend",
     "dtype": "run.dtype", "optimizer": "optimizer.name", "lr": "optimizer.lr",
-    "out": "run.out", "checkpoint_every": "run.checkpoint_every",
+    "out": "run.out", "checkpoint_every": "run.checkpoint_every", "logger": "run.loggers",
 }
 
 
@@ -62,32 +62,45 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def train(
-    model: Annotated[str | None, typer.Option(help="model plugin (default rnn)")] = None,
-    estimator: Annotated[str | None, typer.Option(help="estimator plugin (default rtrl)")] = None,
-    task: Annotated[str | None, typer.Option(help="task plugin (default add)")] = None,
-    steps: Annotated[int | None, typer.Option(help="data steps (default 100000)")] = None,
-    batch: Annotated[int | None, typer.Option(help="independent streams B (default 1)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (default 0)")] = None,
+    model: Annotated[str | None, typer.Option(
+        metavar="NAME", help="model plugin (default rnn)")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        metavar="NAME", help="estimator plugin (default rtrl)")] = None,
+    task: Annotated[str | None, typer.Option(
+        metavar="NAME", help="task plugin (default add)")] = None,
+    steps: Annotated[int | None, typer.Option(
+        metavar="N", help="data steps (default 100000)")] = None,
+    batch: Annotated[int | None, typer.Option(
+        metavar="B", help="independent streams B (default 1)")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="random seed (default 0)")] = None,
     backend: Annotated[str | None, typer.Option(
-        help="numpy (default), cupy or array_api_strict")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float64 (default) or float32")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam (default) or sgd")] = None,
+        metavar="NAME", help="numpy (default), cupy or array_api_strict")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        metavar="DTYPE", help="float64 (default) or float32")] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        metavar="NAME", help="adam (default) or sgd")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="learning rate γ (default adam 0.003, sgd 0.1)")] = None,
+        metavar="RATE", help="learning rate γ (default adam 0.003, sgd 0.1)")] = None,
     out: Annotated[str | None, typer.Option(
-        help="run directory (default runs/<time>-<task>-<estimator>)")] = None,
+        metavar="DIR", help="run directory (default runs/TIME-TASK-ESTIMATOR)")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(
+        metavar="N",
         help="steps between checkpoints (default 10000; 0: only at the end); the last two are "
              "kept")] = None,
+    logger: Annotated[list[str] | None, typer.Option(
+        "--logger", metavar="NAME",
+        help="also log the metrics with this logger plugin (tensorboard, mlflow), repeatable; "
+             "metrics.jsonl is always written")] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its newest checkpoint, with its own "
              "configuration (only --steps may change)")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="TOML file with sections run, model, estimator, task, optimizer")
-    ] = None,
+        "--config", metavar="FILE",
+        help="TOML file with sections run, model, estimator, task, optimizer")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="section.key=value override, repeatable (e.g. estimator.truncation=10)")
+        "--set", metavar="SECTION.KEY=VALUE",
+        help="override a config value, repeatable (e.g. --set estimator.truncation=10)")
     ] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="overwrite an existing non-empty run directory")] = False,
@@ -95,13 +108,20 @@ def train(
     debug: Annotated[bool, typer.Option("--debug", hidden=True,
                                         help="show tracebacks on errors")] = False,
 ) -> None:
-    """Train a recurrent model online and write a run directory.
+    """Train a recurrent model online on a task with a gradient estimator, and write a run
+    directory: the resolved config, the metrics, a summary and checkpoints.
+
+    The configuration comes from --config FILE, then each --set override, then the flags (the
+    later wins); gradflow config show prints it resolved. --resume RUN_DIR continues a stopped
+    or killed run from its newest checkpoint, bit for bit as if it had not stopped; Ctrl-C
+    writes a checkpoint first.
 
     Example: gradflow train --task add --estimator tbptt --steps 20000
     """
     values = {"model": model, "estimator": estimator, "task": task, "steps": steps,
               "batch": batch, "seed": seed, "backend": backend, "dtype": dtype,
-              "optimizer": optimizer, "lr": lr, "out": out, "checkpoint_every": checkpoint_every}
+              "optimizer": optimizer, "lr": lr, "out": out, "checkpoint_every": checkpoint_every,
+              "logger": logger or None}
     from rich.console import Console
 
     err = Console(stderr=True)

@@ -14,7 +14,13 @@ from gradflow_cli.check import parse_settings
 from typer.testing import CliRunner
 
 import gradflow
-from gradflow.verification.statistics import random_trajectory, sample_statistics
+from gradflow.verification.statistics import (
+    Z_THRESHOLD,
+    random_trajectory,
+    sample_statistics,
+    verdict,
+)
+from tests.helpers import run_cli
 
 
 class NoisyRTRL(gradflow.Estimator):
@@ -41,10 +47,25 @@ class NoisyRTRL(gradflow.Estimator):
         return g + self.options.sigma * self.rng.normal((self.layout.size,), self.dtype)
 
 
+class OffsetRTRL(NoisyRTRL):
+    """Declares itself unbiased, but adds ``offset`` to every coordinate of every step: the
+    check must find the bias and say that it contradicts the declaration."""
+
+    name = "offset-rtrl"
+    description = "RTRL + noise + a constant offset, declared unbiased (test plugin)"
+
+    class Options(NoisyRTRL.Options):
+        offset: float = 0.3
+
+    def step(self, record: gradflow.StepRecord) -> Any:
+        return super().step(record) + self.options.offset
+
+
 class _Plugin:
     @gradflow.hookimpl
     def gradflow_register_estimators(self, register: Any) -> None:
         register(NoisyRTRL)
+        register(OffsetRTRL)
 
 
 @pytest.fixture
@@ -185,7 +206,9 @@ def test_cli_table() -> None:
     result = runner.invoke(app, ["check", "uoro", "--set", "model.n_hidden=4", "-n", "100",
                                  "-T", "5"])
     assert result.exit_code == 0, result.output
-    assert "sum" in result.stdout and "rel. variance" in result.stdout
+    assert "sum" in result.stdout and "rel. MSE" in result.stdout and "E‖ĝ−g‖²/‖g‖²" in \
+        result.stdout
+    assert "rel. variance" not in result.stdout  # a mean square error, named as one
     assert "│    3 │" not in result.stdout  # the summed row only, by default
     per_step = runner.invoke(app, ["check", "uoro", "--set", "model.n_hidden=4", "-n", "100",
                                    "-T", "5", "--per-step"])
@@ -225,3 +248,81 @@ def test_cli_ce_loss_and_the_readout_is_exact() -> None:
                                              "-n", "5", "--json"]).stdout)
     assert all(r["rel_bias"] == 0 for r in ro["rows"] if r["ref_norm"] > 0)
     assert np.isfinite([r["ref_norm"] for r in ro["rows"]]).all()
+
+
+# -- the verdict --------------------------------------------------------------------------------
+SMALL = ("--set", "model.n_hidden=4", "-T", "8")
+
+
+def _check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+           *args: str, exit_code: int = 0) -> tuple[str, dict[str, Any]]:
+    """``gradflow check ARGS``: the verdict line of the table output, and the JSON verdict; the
+    exit status is ``exit_code`` (1 when the verdict contradicts the declared kind) both ways."""
+    code, out, err = run_cli(monkeypatch, capsys, "check", *args)
+    assert code == exit_code and "Traceback" not in out + err, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("verdict: ")
+    code, out, err = run_cli(monkeypatch, capsys, "check", *args, "--json")
+    assert code == exit_code, err
+    data = json.loads(out)
+    assert {"rows", "samples", "estimator"} <= set(data)  # the old keys are kept
+    assert last.endswith(data["verdict"]["text"])
+    return last, data["verdict"]
+
+
+def test_verdict_of_a_stochastic_unbiased_estimator(monkeypatch, capsys) -> None:
+    line, v = _check(monkeypatch, capsys, "uoro", "-n", "400", *SMALL)
+    assert "uoro is consistent with unbiased (|bias| = " in line
+    assert "standard errors over 400 samples" in line and line.endswith("as declared (unbiased)")
+    assert v["measured"] == "unbiased" and v["declared"] == "unbiased" and not v["contradicts"]
+    assert 0 <= v["z"] < Z_THRESHOLD and v["samples"] == 400 and f"{v['z']:.2f}" in line
+
+
+def test_verdict_of_an_exact_estimator(monkeypatch, capsys) -> None:
+    line, v = _check(monkeypatch, capsys, "rtrl", "-r", "rtrl", *SMALL)
+    assert "rtrl is exact (relative bias of the sum 0, below 1e-09)" in line
+    assert line.endswith("as declared (exact)") and v["measured"] == "exact"
+    assert v["z"] is None and v["rel_bias"] == 0 and not v["contradicts"]
+
+
+def test_verdict_of_a_biased_estimator(monkeypatch, capsys) -> None:
+    line, v = _check(monkeypatch, capsys, "readout-only", *SMALL)
+    assert "readout-only is biased (relative bias of the sum " in line
+    assert line.endswith("as declared (biased)") and v["measured"] == "biased"
+    assert v["rel_bias"] > 0.1 and f"{v['rel_bias']:.3g}" in line
+    # a biased estimator in a setting where it has no bias: said, not a contradiction
+    line, v = _check(monkeypatch, capsys, "tbptt", "--set", "estimator.truncation=8", *SMALL)
+    assert v["measured"] == "exact" and not v["contradicts"]
+    assert line.endswith("declared biased: no bias is measurable in this setting")
+
+
+def test_verdict_contradicting_the_declared_kind(monkeypatch, capsys, noisy_plugin) -> None:
+    line, v = _check(monkeypatch, capsys, "offset-rtrl", "-n", "300", *SMALL, exit_code=1)
+    assert v["measured"] == "biased" and v["declared"] == "unbiased" and v["contradicts"]
+    assert v["z"] > Z_THRESHOLD and f"z = {v['z']:.3g}" in line
+    assert line.endswith("this contradicts its declared kind 'unbiased'")
+    # the same estimator without the offset: consistent with what it declares
+    line, v = _check(monkeypatch, capsys, "noisy-rtrl", "-n", "300", *SMALL)
+    assert v["measured"] == "unbiased" and not v["contradicts"]
+
+
+def test_verdict_rule() -> None:
+    """The rule on the numbers: tolerance by dtype, z against its threshold, a zero reference."""
+    model = _model()
+    result = gradflow.estimator_statistics(model, "uoro", samples=50, steps=4)
+    total = result.total
+    total.rel_bias, total.rel_bias_se = 3.0, 1.0
+    assert verdict(result, "unbiased").measured == "unbiased"
+    total.rel_bias = 5.0
+    judged = verdict(result, "unbiased")
+    assert judged.measured == "biased" and judged.contradicts and judged.z == 5.0
+    assert not verdict(result, "biased").contradicts
+    total.rel_bias_se, result.samples = 0.0, 1
+    total.rel_bias = 1e-6
+    assert verdict(result, "exact").measured == "biased"
+    result.dtype = "float32"  # rounding of single precision is not a bias
+    assert verdict(result, "exact").measured == "exact"
+    total.rel_bias = math.nan  # the reference gradient is zero
+    judged = verdict(result, "exact")
+    assert judged.measured == "undetermined" and not judged.contradicts
+    assert json.loads(json.dumps(judged.to_dict(), allow_nan=False))["rel_bias"] is None

@@ -8,7 +8,10 @@ trajectory Σ_t g_t, :func:`estimator_statistics` reports
 * relative bias ‖m − g‖/‖g‖ with m = (1/N) Σ_i ĝ^{(i)}, and its standard error
   sqrt(tr Ĉov(ĝ)/N)/‖g‖ — the size ‖m − g‖/‖g‖ has for an unbiased estimator;
 * cos(m, g) and the mean over samples of cos(ĝ^{(i)}, g);
-* relative variance E‖ĝ − g‖²/‖g‖² (the mean square error; the variance when unbiased).
+* relative mean square error E‖ĝ − g‖²/‖g‖² (``rel_var``: the variance when unbiased).
+
+:func:`verdict` turns the row of the sum into one statement — exact, consistent with unbiased,
+or biased — and compares it with the kind the estimator declares.
 
 Sampling: an estimator whose streams are independent (it implements
 :meth:`Estimator.stream_estimates`) is run on many copies of the stream in one batch, each copy a
@@ -276,6 +279,112 @@ def default_reference() -> str:
         if info.cls.kind == "exact" and info.cls.online:
             return info.name
     raise GradflowError("no registered estimator is exact and online: name a --reference")
+
+
+#: Relative bias ‖m − g‖/‖g‖ of the sum below which a deterministic estimate is called exact,
+#: by dtype: far above the rounding differences of two exact algorithms computed in that
+#: precision (~1e-13 in float64, ~1e-6 in float32 on these trajectories), far below the bias of
+#: any real approximation (truncated BPTT's is of order 1e-2 to 1).
+EXACT_TOLERANCE: dict[str, float] = {"float64": 1e-9, "float32": 1e-4}
+#: Bias of the sum, in standard errors, above which a stochastic estimator is called biased.
+Z_THRESHOLD = 4.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a check's row of the sum says about the estimator's bias (see :func:`verdict`)."""
+
+    #: "exact", "unbiased" (consistent with it), "biased" or "undetermined" (the reference is 0)
+    measured: str
+    #: the kind the estimator declares ("exact", "unbiased" or "biased")
+    declared: str
+    #: whether the measurement contradicts the declared kind
+    contradicts: bool
+    #: relative bias ‖m − g‖/‖g‖ of the sum
+    rel_bias: float | None
+    #: that bias in standard errors (stochastic estimators; None for a deterministic one)
+    z: float | None
+    #: EXACT_TOLERANCE (deterministic) or Z_THRESHOLD (stochastic) the number was compared with
+    threshold: float
+    samples: int
+    #: the statement, e.g. "consistent with unbiased (|bias| = 0.98 standard errors over 1,000
+    #: samples, below 4); as declared (unbiased)"
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``None`` in place of a non-finite number: valid JSON)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
+
+def verdict(result: CheckResult, kind: str) -> Verdict:
+    """Judge the bias of the estimator of ``result`` from its row of the sum, and compare it with
+    ``kind``, the kind the estimator declares ("exact", "unbiased" or "biased").
+
+    The rule:
+
+    * **deterministic** (one sample: :func:`estimator_statistics` draws one for a deterministic
+      estimator; or estimates with no spread at all): *exact* when the relative bias of the sum
+      ‖m − g‖/‖g‖ is below :data:`EXACT_TOLERANCE` of the result's dtype (1e-9 in float64),
+      else *biased*;
+    * **stochastic**: the bias in units of its standard error, z = rel_bias / rel_bias_se. For an
+      unbiased estimator and many samples, m − g is nearly normal with covariance Cov(ĝ)/N, so
+      z² is a weighted sum of independent χ²₁ variables with weights summing to 1 (mean 1). For
+      thresholds above about 1.54 the tail of such a sum is largest when one weight carries
+      everything (Székely & Bakirov 2003), so P(z ≥ 4) ≤ P(χ²₁ ≥ 16) ≈ 6·10⁻⁵: *consistent
+      with unbiased* when z < :data:`Z_THRESHOLD` = 4 (a false alarm in fewer than one check in
+      10,000, with room for the heavier tails of a finite N), else *biased*. A bias is detected
+      once it exceeds about 4 standard errors, which shrink as 1/sqrt(N): more samples find
+      smaller biases;
+    * *undetermined* when the reference gradient of the sum is zero (no relative bias).
+
+    The measurement contradicts the declaration when an estimator declared exact is not measured
+    exact, or one declared unbiased is measured biased. A biased estimator may show no bias in
+    a particular setting (truncated BPTT with a window longer than the trajectory): that is
+    said, but is no contradiction.
+    """
+    total = result.total
+    rel, se = total.rel_bias, total.rel_bias_se
+    tolerance = EXACT_TOLERANCE.get(result.dtype, max(EXACT_TOLERANCE.values()))
+    n = result.samples
+    z: float | None = None
+    if not math.isfinite(rel):
+        measured, threshold = "undetermined", math.nan
+        said = "undetermined (the reference gradient of the sum is zero)"
+    elif n == 1 or se == 0:
+        threshold = tolerance
+        if rel < tolerance:
+            measured = "exact"
+            said = f"exact (relative bias of the sum {rel:.3g}, below {tolerance:g})"
+        else:
+            measured = "biased"
+            said = f"biased (relative bias of the sum {rel:.3g})"
+    else:
+        threshold = Z_THRESHOLD
+        z = rel / se
+        if z < Z_THRESHOLD:
+            measured = "unbiased"
+            said = (f"consistent with unbiased (|bias| = {z:.2f} standard errors over {n:,} "
+                    f"samples, below {Z_THRESHOLD:g})")
+        else:
+            measured = "biased"
+            said = (f"biased (z = {z:.3g}: the bias of the sum is {z:.3g} standard errors over "
+                    f"{n:,} samples, above {Z_THRESHOLD:g}; relative bias {rel:.3g})")
+    allowed = {"exact": ("exact",), "unbiased": ("exact", "unbiased")}.get(
+        kind, ("exact", "unbiased", "biased"))
+    contradicts = measured != "undetermined" and measured not in allowed
+    if contradicts:
+        why = " (its estimates vary from sample to sample)" if measured == "unbiased" else ""
+        said += f"; this contradicts its declared kind {kind!r}{why}"
+    elif measured == "undetermined":
+        said += f"; declared {kind}"
+    elif kind == "biased" and measured != "biased":
+        said += "; declared biased: no bias is measurable in this setting"
+    else:
+        said += f"; as declared ({kind})"
+    return Verdict(measured=measured, declared=kind, contradicts=contradicts,
+                   rel_bias=rel if math.isfinite(rel) else None, z=z, threshold=threshold,
+                   samples=n, text=said)
 
 
 def estimator_statistics(model: Model, estimator: str | Estimator,
