@@ -66,33 +66,36 @@ def _words(params: list[_click.Parameter]) -> None:
                 param.metavar = (param.name or "value").upper()
 
 
-class Command(TyperCommand):
+class _ReadableHelp:
+    """What a command and a group share: reflowed help texts, word metavars, and a help option
+    shown without a metavar."""
+
+    params: list[_click.Parameter]
+
+    @staticmethod
+    def _reflowed(attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["help"] = reflow(attrs.get("help"))
+        attrs["short_help"] = reflow(attrs.get("short_help"))
+        return attrs
+
+    def get_help_option(self, ctx: _click.Context) -> TyperOption | None:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_ReadableHelp, TyperCommand):
     """A command whose help reads as described in the module's docstring."""
 
     def __init__(self, name: str | None, **attrs: Any) -> None:
-        attrs["help"] = reflow(attrs.get("help"))
-        attrs["short_help"] = reflow(attrs.get("short_help"))
-        super().__init__(name, **attrs)
+        super().__init__(name, **self._reflowed(attrs))
         _words(self.params)
 
-    def get_help_option(self, ctx: _click.Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
 
-
-class Group(TyperGroup):
+class Group(_ReadableHelp, TyperGroup):
     """A group of commands whose help reads as described in the module's docstring."""
 
     def __init__(self, **attrs: Any) -> None:
-        attrs["help"] = reflow(attrs.get("help"))
-        attrs["short_help"] = reflow(attrs.get("short_help"))
-        super().__init__(**attrs)
+        super().__init__(**self._reflowed(attrs))
         _words(self.params)
-
-    def get_help_option(self, ctx: _click.Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import types
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -132,3 +134,23 @@ def pairs(**where) -> list[tuple[str, str]]:
     """Every registered (estimator, model) pair that fits, estimators filtered by ``where``."""
     return [(e, m) for e in registered("estimator", **where) for m in registered("model")
             if fits(e, m)]
+
+
+@contextlib.contextmanager
+def plugin_registered(name: str, **classes: Sequence[type]) -> Iterator[None]:
+    """Register the classes given by kind (``estimators=[...]``, ``models``, ``tasks``,
+    ``loggers``) as the in-process plugin ``name`` for the duration of a ``with`` block."""
+    import gradflow
+
+    hooks = {}
+    for kind, registered_classes in classes.items():
+        def hook(register, _classes=tuple(registered_classes)):
+            for cls in _classes:
+                register(cls)
+        hook.__name__ = f"gradflow_register_{kind}"
+        hooks[hook.__name__] = gradflow.hookimpl(hook)
+    gradflow.register_plugin(types.SimpleNamespace(**hooks), name)
+    try:
+        yield
+    finally:
+        gradflow.unregister_plugin(name)

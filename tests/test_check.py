@@ -20,7 +20,7 @@ from gradflow.verification.statistics import (
     sample_statistics,
     verdict,
 )
-from tests.helpers import run_cli
+from tests.helpers import plugin_registered, run_cli
 
 
 class NoisyRTRL(gradflow.Estimator):
@@ -61,18 +61,10 @@ class OffsetRTRL(NoisyRTRL):
         return super().step(record) + self.options.offset
 
 
-class _Plugin:
-    @gradflow.hookimpl
-    def gradflow_register_estimators(self, register: Any) -> None:
-        register(NoisyRTRL)
-        register(OffsetRTRL)
-
-
 @pytest.fixture
 def noisy_plugin():
-    gradflow.register_plugin(_Plugin(), "noisy-test-plugin")
-    yield
-    gradflow.unregister_plugin("noisy-test-plugin")
+    with plugin_registered("noisy-test-plugin", estimators=[NoisyRTRL, OffsetRTRL]):
+        yield
 
 
 def _model(backend: Any = "numpy") -> gradflow.Model:

@@ -18,7 +18,7 @@ from gradflow_cli.app import app
 from pydantic import Field
 
 import gradflow
-from tests.helpers import run_cli
+from tests.helpers import plugin_registered, run_cli
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Typer's type placeholders: what a metavar must never look like
@@ -157,17 +157,10 @@ class Literal(gradflow.Estimator):
         return None
 
 
-class _MarkupPlugin:
-    @gradflow.hookimpl
-    def gradflow_register_estimators(self, register: Any) -> None:
-        register(Literal)
-
-
 @pytest.fixture
 def markup_plugin():
-    gradflow.register_plugin(_MarkupPlugin(), "markup-test-plugin")
-    yield
-    gradflow.unregister_plugin("markup-test-plugin")
+    with plugin_registered("markup-test-plugin", estimators=[Literal]):
+        yield
 
 
 def _registered() -> list[gradflow.PluginInfo]:

@@ -10,13 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
 import gradflow
 from gradflow.registry.discovery import PLUGIN_KINDS
+from tests.helpers import plugin_registered
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -155,18 +155,10 @@ def test_the_plugin_guides_logger_example_runs(tmp_path: Path) -> None:
     namespace: dict = {}
     exec(code.group(1), namespace)
 
-    @gradflow.hookimpl
-    def gradflow_register_loggers(register):
-        register(namespace["JsonlCopy"])
-
-    gradflow.register_plugin(types.SimpleNamespace(
-        gradflow_register_loggers=gradflow_register_loggers), "docs-logger-test")
-    try:
+    with plugin_registered("docs-logger-test", loggers=[namespace["JsonlCopy"]]):
         run = gradflow.train(sets=["run.steps=2000", 'run.loggers=["copy"]',
                                    "model.n_hidden=4"], out=tmp_path / "run",
                              handle_signals=False)
-    finally:
-        gradflow.unregister_plugin("docs-logger-test")
     lines = (run.path / "metrics.jsonl").read_text().splitlines()
     copy = (run.path / "metrics-copy.jsonl").read_text().splitlines()
     assert len(lines) == 2 and [json.loads(x) for x in copy] == [json.loads(x) for x in lines]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 import gradflow
 from gradflow.runfiles.rundir import read_metrics
-from tests.helpers import run_cli
+from tests.helpers import plugin_registered, run_cli
 
 SETS = ["run.steps=600", "run.log_every=100", "run.eval_every=300", "run.checkpoint_every=300",
         "model.n_hidden=4"]
@@ -136,15 +135,9 @@ class _Recorder(gradflow.Logger):
 
 @pytest.fixture
 def recorder():
-    @gradflow.hookimpl
-    def gradflow_register_loggers(register):
-        register(_Recorder)
-
-    gradflow.register_plugin(types.SimpleNamespace(
-        gradflow_register_loggers=gradflow_register_loggers), "logger-test")
     _Recorder.calls.clear()
-    yield _Recorder.calls
-    gradflow.unregister_plugin("logger-test")
+    with plugin_registered("logger-test", loggers=[_Recorder]):
+        yield _Recorder.calls
 
 
 def test_a_logger_plugin_is_told_every_line(tmp_path: Path, recorder) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import types
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from gradflow.runfiles.checkpoint import list_checkpoints, load_checkpoint
 from gradflow.runfiles.config import build_config
 from gradflow.training.step import online_step
 from gradflow.training.trainer import Trainer
-from tests.helpers import pairs, small_model
+from tests.helpers import pairs, plugin_registered, small_model
 
 #: every registered online estimator with every model that fits it
 PAIRS = pairs(online=True)
@@ -122,14 +121,8 @@ class _Spoiler(gradflow.Estimator):
 
 @pytest.fixture
 def spoiler():
-    @gradflow.hookimpl
-    def gradflow_register_estimators(register):
-        register(_Spoiler)
-
-    gradflow.register_plugin(types.SimpleNamespace(
-        gradflow_register_estimators=gradflow_register_estimators), "numerics-test")
-    yield _Spoiler
-    gradflow.unregister_plugin("numerics-test")
+    with plugin_registered("numerics-test", estimators=[_Spoiler]):
+        yield _Spoiler
 
 
 def _config(*sets: str) -> gradflow.TrainConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import types
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from gradflow.runfiles.checkpoint import load_checkpoint
 from gradflow.runfiles.config import build_config, run_config
 from gradflow.runfiles.rundir import read_metrics
 from gradflow.training.trainer import Trainer
+from tests.helpers import plugin_registered
 
 
 def config(*sets: str, steps: int = 600, estimator: str = "tbptt") -> gradflow.TrainConfig:
@@ -202,15 +202,8 @@ class _Broken(ReadoutOnly):
 
 @pytest.fixture
 def test_plugins():
-    @gradflow.hookimpl
-    def gradflow_register_estimators(register):
-        register(_Noisy)
-        register(_Broken)
-
-    plugin = types.SimpleNamespace(gradflow_register_estimators=gradflow_register_estimators)
-    gradflow.register_plugin(plugin, "trainer-test-plugin")
-    yield
-    gradflow.unregister_plugin("trainer-test-plugin")
+    with plugin_registered("trainer-test-plugin", estimators=[_Noisy, _Broken]):
+        yield
 
 
 def test_estimator_optimizer_defaults(test_plugins) -> None:
