@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,3 +115,63 @@ def test_bits_at_equals_successive_draws(backend_name: str, stride: int) -> None
         for k in range(5):
             rng.counter = start + k * stride
             np.testing.assert_array_equal(ahead[k], np.asarray(rng.bits((2, 3))))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int8, np.int32, np.uint64, np.bool_])
+def test_numpy_namespace_reductions_are_numpys(dtype: type) -> None:
+    """The numpy backend's sum/prod/max/min (ufunc methods, gradflow.contracts.numpy_namespace)
+    return what NumPy's own functions return: value, dtype and shape, for every axis and
+    keepdims; every other name is array-api-compat's."""
+    import array_api_compat.numpy as compat
+
+    xp = get_backend("numpy").xp
+    x = np.random.default_rng(0).integers(0, 3, size=(3, 4, 5)).astype(dtype)
+    for axis in (None, 0, 1, -1, (0, 2)):
+        for keepdims in (False, True):
+            for ours, theirs in ((xp.sum, np.sum), (xp.prod, np.prod),
+                                 (xp.max, np.max), (xp.min, np.min)):
+                got, want = ours(x, axis=axis, keepdims=keepdims), theirs(
+                    x, axis=axis, keepdims=keepdims)
+                assert np.asarray(got).dtype == np.asarray(want).dtype
+                np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(xp.sum(x, dtype=np.float64), np.sum(x, dtype=np.float64))
+    assert xp.tanh is compat.tanh and xp.concat is compat.concat and xp.linalg is compat.linalg
+    nan = np.array([1.0, np.nan])
+    assert np.isnan(xp.max(nan)) and np.isnan(xp.min(nan))
+    with pytest.raises(ValueError):
+        xp.max(np.zeros((0,)))  # an empty reduction without identity, as np.max
+
+
+def test_signs_drawn_ahead_are_the_draws_of_one_call_each(backend_name: str) -> None:
+    """signs() computes the next draws of a shape together and hands them out one per call:
+    the numbers are still those of one draw per call (the top bit of bits(shape)), across
+    counter jumps (a resumed generator), seed changes, shapes and dtypes, and a returned
+    array may be modified without changing later draws."""
+    be = get_backend(backend_name)
+    xp = be.xp
+
+    def reference(seed: int, counter: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The signs of one draw (±1 are exact in every dtype: compared as float64)."""
+        bits = be.to_numpy(CounterRNG(xp, seed, counter).bits(shape))
+        return 2.0 * (bits >> np.uint64(63)).astype(np.float64) - 1.0
+
+    rng = CounterRNG(xp, 5)
+    plan = [((1, 32), xp.float64)] * 40 + [((3, 7), xp.float32)] * 3 + [((1, 32), xp.float64)]
+    for i, (shape, dtype) in enumerate(plan):
+        counter = rng.counter
+        got = rng.signs(shape, dtype)
+        assert rng.counter == counter + 1 and got.dtype == dtype
+        np.testing.assert_array_equal(be.to_numpy(got), reference(5, counter, shape, dtype))
+        if i == 3:
+            got[...] = 7.0  # the caller owns what it gets
+    for counter in (2, 1000, 3):  # jumps: backwards, far ahead, back into the cached block
+        rng.counter = counter
+        np.testing.assert_array_equal(be.to_numpy(rng.signs((1, 32), xp.float64)),
+                                      reference(5, counter, (1, 32), xp.float64))
+    rng.seed = 6  # a generator given another seed (set_state) draws that seed's numbers
+    rng.counter = 4
+    np.testing.assert_array_equal(be.to_numpy(rng.signs((1, 32), xp.float64)),
+                                  reference(6, 4, (1, 32), xp.float64))
+    big = (1, 1 << 14)  # too large to draw ahead: one draw per call, the same numbers
+    np.testing.assert_array_equal(be.to_numpy(rng.signs(big, xp.float64)),
+                                  reference(6, 5, big, xp.float64))

@@ -50,3 +50,34 @@ def test_model_layout_uses_design_names(backend_name: str) -> None:
     parts = lay.unflatten(theta)
     again = lay.flatten(parts)
     np.testing.assert_array_equal(model.backend.to_numpy(again), model.backend.to_numpy(theta))
+
+
+def test_views_are_kept_per_vector_and_follow_a_new_vector() -> None:
+    """A layout keeps the views of the last vectors it saw (θ, and vectors over θ_rec): the same
+    objects come back, writing through them writes the vector, a new vector gets its own views
+    (never those of an earlier one), and a vector of P_rec numbers has the recurrent views."""
+    lay = ParamLayout([("W", (3, 2)), ("b", (3,))], [("V", (1, 3))])
+    theta = np.arange(12.0)
+    w = lay.view(theta, "W")
+    assert lay.view(theta, "W") is w and lay.views(theta)["W"] is w
+    w[1, 1] = -5.0
+    assert theta[3] == -5.0
+    other = theta.copy()
+    other[3] = 9.0
+    assert lay.view(other, "W")[1, 1] == 9.0 and lay.view(theta, "W")[1, 1] == -5.0
+    metric = np.arange(9.0) + 100.0  # over θ_rec only
+    np.testing.assert_array_equal(lay.view(metric, "b"), [106.0, 107.0, 108.0])
+    assert np.shares_memory(lay.view(metric, "W"), metric)
+    with pytest.raises(KeyError, match="no parameter 'V' in a vector of 9 numbers"):
+        lay.view(metric, "V")
+    for k in range(6):  # more vectors than the layout keeps: each still gets its own views
+        vector = np.full(12, float(k))
+        assert lay.view(vector, "V")[0, 0] == float(k)
+    assert lay.view(theta, "W")[1, 1] == -5.0
+    with pytest.raises(gradflow.ShapeError, match=r"θ must have shape \(12,\)"):
+        lay.view(np.zeros(7), "W")
+    import copy
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(lay))
+    assert clone._cached == [] and copy.deepcopy(lay).view(theta, "W")[1, 1] == -5.0

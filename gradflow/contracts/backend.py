@@ -20,10 +20,15 @@ BACKEND_NAMES = ("numpy", "cupy", "array_api_strict")
 DTYPE_NAMES = ("float64", "float32")
 
 
-def _numpy_namespace() -> Any:
-    import array_api_compat.numpy as xp
+_NUMPY: list[Any] = []  # the numpy backend's namespace, made once
 
-    return xp
+
+def _numpy_namespace() -> Any:
+    if not _NUMPY:
+        from gradflow.contracts.numpy_namespace import make_namespace
+
+        _NUMPY.append(make_namespace())
+    return _NUMPY[0]
 
 
 def _strict_namespace() -> Any:
@@ -74,7 +79,8 @@ class Backend:
     Attributes
     ----------
     name: ``"numpy"``, ``"cupy"`` or ``"array_api_strict"``.
-    xp: the array-API namespace (array-api-compat wrapped for NumPy and CuPy).
+    xp: the array-API namespace (array-api-compat wrapped for NumPy and CuPy; for NumPy with
+        its reductions called as ufunc methods, :mod:`gradflow.contracts.numpy_namespace`).
     dtype: the floating dtype of parameters and states (``xp.float64`` or ``xp.float32``).
     dtype_name: ``"float64"`` or ``"float32"``.
     seed: the seed of ``rng``.
@@ -136,6 +142,27 @@ class Backend:
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
         return self.xp.zeros(shape, dtype=self.dtype)
+
+
+#: the namespace of each array type seen (see namespace_of)
+_NAMESPACE_OF: dict[type, Any] = {}
+
+
+def namespace_of(x: Any) -> Any:
+    """The array namespace of the array ``x``, as a backend would use it: NumPy arrays get the
+    numpy backend's namespace (:mod:`gradflow.contracts.numpy_namespace`), others their
+    array-api-compat namespace. Looked up once per array type, so that a hot path pays a
+    dictionary lookup, not array-api-compat's inspection of the array."""
+    xp = _NAMESPACE_OF.get(type(x))
+    if xp is None:
+        if isinstance(x, np.ndarray | np.generic):
+            xp = _numpy_namespace()
+        else:
+            from array_api_compat import array_namespace
+
+            xp = array_namespace(x)
+        _NAMESPACE_OF[type(x)] = xp
+    return xp
 
 
 def _is_strict_array(value: Any) -> bool:

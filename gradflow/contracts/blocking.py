@@ -21,7 +21,7 @@ at most :data:`TEMPORARY_BLOCK` numbers, on every backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from array_api_compat import is_cupy_namespace
@@ -35,13 +35,26 @@ CPU_BLOCK = 1 << 15
 TEMPORARY_BLOCK = 1 << 18
 
 
+#: block_size of each namespace seen: a lookup instead of array-api-compat's test
+_BLOCK_SIZES: dict[Any, int] = {}
+
+
 def block_size(xp: Any) -> int:
     """Numbers per block of an elementwise pass on the backend of namespace ``xp``."""
-    return 1 << 62 if is_cupy_namespace(xp) else CPU_BLOCK
+    size = _BLOCK_SIZES.get(xp)
+    if size is None:
+        size = _BLOCK_SIZES.setdefault(xp, 1 << 62 if is_cupy_namespace(xp) else CPU_BLOCK)
+    return size
 
 
-def blocks(size: int, block: int) -> Iterator[tuple[int, int]]:
+def blocks(size: int, block: int) -> Iterable[tuple[int, int]]:
     """The (start, stop) bounds of consecutive blocks of at most ``block`` numbers covering
-    ``range(size)`` (one block when ``size <= block``; none when ``size == 0``)."""
-    for start in range(0, int(size), int(block)):
-        yield start, min(int(size), start + int(block))
+    ``range(size)`` (one block when ``size <= block``; none when ``size == 0``).
+
+    The single block of a small array is returned as a tuple: iterating it costs a fraction of
+    a generator's start, which matters in a step that loops over blocks a dozen times.
+    """
+    size, block = int(size), int(block)
+    if size <= block:
+        return ((0, size),) if size > 0 else ()
+    return ((start, min(size, start + block)) for start in range(0, size, block))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gradflow.contracts.backend import namespace_of
 from gradflow.contracts.errors import ShapeError
 
 
@@ -64,6 +65,8 @@ class ParamLayout:
                 self.n_rec = offset
         self.specs: dict[str, ParamSpec] = {s.name: s for s in specs}
         self.size = offset
+        #: (vector, its views) of the last vectors seen, newest first (see view)
+        self._cached: list[tuple[Any, dict[str, Any]]] = []
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -101,14 +104,43 @@ class ParamLayout:
             raise ShapeError(f"θ must have shape ({self.size},), got {tuple(theta.shape)}")
 
     def view(self, theta: Any, name: str) -> Any:
-        """The parameter ``name`` as an array of its shape, sharing memory with θ."""
-        spec = self._spec(name)
-        return _reshape(theta[spec.slice], spec.shape)
+        """The parameter ``name`` as an array of its shape, sharing memory with θ.
+
+        θ may also be a vector of the recurrent parameters only (P_rec numbers: an estimator's
+        w̃, a metric on θ_rec), whose views are the recurrent parameters'.
+
+        The views of the last few vectors seen are kept: θ is one array updated in place for a
+        whole run, so a model's step looks its weights up instead of slicing and reshaping θ
+        again (a view costs a few microseconds, a step at n = 32 a few dozen). The layout holds
+        a reference to each vector whose views it keeps, so that no other array can take its
+        identity while they are kept.
+        """
+        cached = self._cached
+        views = cached[0][1] if cached and cached[0][0] is theta else self.views(theta)
+        try:
+            return views[name]
+        except KeyError:
+            raise KeyError(f"no parameter {name!r} in a vector of {theta.shape[0]} numbers; the "
+                           f"layout has {self.names}") from None
+
+    def views(self, theta: Any) -> dict[str, Any]:
+        """``{name: view}`` for every parameter of θ (cached like :meth:`view`; of the recurrent
+        parameters only for a vector of P_rec numbers)."""
+        for vector, views in self._cached:
+            if vector is theta:
+                return views
+        if theta.ndim == 1 and theta.shape[0] == self.n_rec and self.n_rec != self.size:
+            specs = [spec for spec in self.specs.values() if spec.recurrent]
+        else:
+            self._check(theta)
+            specs = list(self.specs.values())
+        views = {spec.name: _reshape(theta[spec.slice], spec.shape) for spec in specs}
+        self._cached = [(theta, views), *self._cached[:_CACHED - 1]]
+        return views
 
     def unflatten(self, theta: Any) -> dict[str, Any]:
         """``{name: view}`` for every parameter (views of θ, no copy)."""
-        self._check(theta)
-        return {name: self.view(theta, name) for name in self.specs}
+        return dict(self.views(theta))
 
     def flatten(self, params: Mapping[str, Any], xp: Any = None) -> Any:
         """Concatenate named arrays into θ, checking that names and shapes match the layout."""
@@ -125,26 +157,17 @@ class ParamLayout:
                                  f"got {tuple(value.shape)}")
             pieces.append(value)
         if xp is None:
-            from array_api_compat import array_namespace
-
-            xp = array_namespace(*pieces)
+            xp = namespace_of(pieces[0])
         return xp.concat([xp.reshape(p, (-1,)) for p in pieces])
 
-    def _spec(self, name: str) -> ParamSpec:
-        try:
-            return self.specs[name]
-        except KeyError:
-            raise KeyError(f"no parameter {name!r}; the layout has {self.names}") from None
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a sweep's worker, a deep copy) without the cached views of a θ."""
+        return {**self.__dict__, "_cached": []}
 
 
-#: array namespace of each array type seen, so that a view costs no namespace lookup per step
-_NAMESPACES: dict[type, Any] = {}
+#: vectors whose views a layout keeps (θ, and a vector over θ_rec or two)
+_CACHED = 4
 
 
 def _reshape(x: Any, shape: tuple[int, ...]) -> Any:
-    xp = _NAMESPACES.get(type(x))
-    if xp is None:
-        from array_api_compat import array_namespace
-
-        xp = _NAMESPACES.setdefault(type(x), array_namespace(x))
-    return xp.reshape(x, shape)
+    return namespace_of(x).reshape(x, shape)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+from gradflow.contracts.backend import namespace_of
 from gradflow.contracts.errors import GradflowError, ShapeError
 
 Array = Any
@@ -32,12 +33,6 @@ class Loss(Protocol):
         ...
 
 
-def _namespace(x: Array) -> Any:
-    from array_api_compat import array_namespace
-
-    return array_namespace(x)
-
-
 class CrossEntropy:
     name = "ce"
 
@@ -52,46 +47,57 @@ class CrossEntropy:
                              f"outputs of shape {tuple(yhat.shape)}")
         return target
 
-    def _log_softmax(self, xp: Any, yhat: Array) -> Array:
+    def _log_softmax(self, xp: Any, yhat: Array) -> tuple[Array, Array]:
+        """(log softmax(ŷ), softmax(ŷ)) per stream, from ŷ shifted by its maximum."""
         z = yhat - xp.max(yhat, axis=1, keepdims=True)
-        return z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
+        e = xp.exp(z)
+        total = xp.sum(e, axis=1, keepdims=True)
+        z -= xp.log(total)
+        e /= total
+        return z, e
 
     def per_stream(self, yhat: Array, target: Array) -> Array:
-        xp = _namespace(yhat)
+        xp = namespace_of(yhat)
         y = self._probs_target(xp, yhat, target)
-        return -xp.sum(y * self._log_softmax(xp, yhat), axis=1)
+        return -xp.vecdot(y, self._log_softmax(xp, yhat)[0])
 
     def __call__(self, yhat: Array, target: Array) -> tuple[Array, Array]:
-        xp = _namespace(yhat)
+        xp = namespace_of(yhat)
         y = self._probs_target(xp, yhat, target)
-        logp = self._log_softmax(xp, yhat)
+        logp, p = self._log_softmax(xp, yhat)
         batch = yhat.shape[0]
-        loss = -xp.sum(y * logp) / batch
-        grad = (xp.exp(logp) * xp.sum(y, axis=1, keepdims=True) - y) / batch
-        return loss, grad
+        loss = -xp.sum(xp.vecdot(y, logp)) / batch
+        p *= xp.sum(y, axis=1, keepdims=True)  # softmax · Σ_k y_k (1 for a distribution)
+        p -= y
+        if batch != 1:
+            p /= batch
+        return loss, p
 
 
 class MeanSquaredError:
     name = "mse"
 
     def per_stream(self, yhat: Array, target: Array) -> Array:
-        xp = _namespace(yhat)
+        xp = namespace_of(yhat)
         diff = yhat - self._target(yhat, target)
         return 0.5 * xp.sum(diff * diff, axis=1)
 
     def _target(self, yhat: Array, target: Array) -> Array:
         if target.ndim == 1 and yhat.shape[1] == 1:
-            target = _namespace(yhat).reshape(target, (-1, 1))
+            target = namespace_of(yhat).reshape(target, (-1, 1))
         if tuple(target.shape) != tuple(yhat.shape):
             raise ShapeError(f"mse: targets of shape {tuple(target.shape)} do not match "
                              f"outputs of shape {tuple(yhat.shape)}")
         return target
 
     def __call__(self, yhat: Array, target: Array) -> tuple[Array, Array]:
-        xp = _namespace(yhat)
+        xp = namespace_of(yhat)
         diff = yhat - self._target(yhat, target)
         batch = yhat.shape[0]
-        return 0.5 * xp.sum(diff * diff) / batch, diff / batch
+        loss = 0.5 * xp.sum(diff * diff) / batch
+        if batch != 1:
+            diff /= batch
+        return loss, diff
 
 
 LOSSES: dict[str, Loss] = {"ce": CrossEntropy(), "mse": MeanSquaredError()}

@@ -38,6 +38,10 @@ def _mix(xp: Any, x: Any) -> Any:
     return x ^ (x >> 31)
 
 
+#: numbers of signs drawn at once for the next draws of one shape (see CounterRNG.signs)
+SIGNS_AHEAD = 1 << 14
+
+
 class CounterRNG:
     """Seeded, serializable, backend-independent random generator.
 
@@ -57,6 +61,8 @@ class CounterRNG:
         self.xp = xp
         self.seed = int(seed) & _MASK
         self.counter = int(counter)
+        #: signs drawn ahead, by (shape, dtype): (seed, first counter, signs) — see signs()
+        self._signs: dict[tuple[Any, ...], tuple[int, int, Any]] = {}
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
@@ -125,10 +131,30 @@ class CounterRNG:
         return xp.astype(z, dtype)
 
     def signs(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Independent Rademacher signs (+1 or -1 with probability 1/2 each)."""
+        """Independent Rademacher signs (+1 or -1 with probability 1/2 each): the top bit of
+        each number of ``bits(shape)``.
+
+        A draw of a few numbers costs a dozen array operations, more than the arithmetic they
+        feed in a small network's step, so the signs of the next draws of the same shape are
+        computed together (:meth:`bits_at`, up to :data:`SIGNS_AHEAD` numbers) and kept: each
+        call returns a copy of its row. The numbers are those of one draw per call — a draw is a
+        function of (seed, counter) only —, so the cache needs no state of its own: it is
+        used only for the seed and counters it was computed for.
+        """
         xp = self.xp
-        top = xp.astype(self.bits(shape) >> 63, dtype)  # 0 or 1
-        return 2.0 * top - 1.0
+        size = math.prod(shape)
+        ahead = SIGNS_AHEAD // max(size, 1)
+        if ahead < 2:
+            return 2.0 * xp.astype(self.bits(shape) >> 63, dtype) - 1.0
+        key = (tuple(shape), dtype)
+        cached = self._signs.get(key)
+        c = self.counter
+        if cached is None or cached[0] != self.seed or not cached[1] <= c < cached[1] + ahead:
+            top = xp.astype(self.bits_at(shape, c, ahead) >> 63, dtype)
+            cached = (self.seed, c, 2.0 * top - 1.0)
+            self._signs[key] = cached
+        self.counter = c + 1
+        return xp.asarray(cached[2][c - cached[1], ...], copy=True)
 
     def spawn(self, key: int) -> CounterRNG:
         """An independent generator derived from this one's seed and ``key``."""

@@ -25,8 +25,19 @@ def norm(xp: Any, g: Array) -> Array:
     return xp.sqrt(xp.vecdot(g, g))
 
 
+#: the constant 0-d arrays of _factor, by (namespace, dtype): made once, not every step
+_CONSTANTS: dict[tuple[Any, Any], tuple[Array, Array]] = {}
+
+
 def _factor(xp: Any, size: Array, limit: float) -> Array:
-    return xp.minimum(xp.ones_like(size), limit / xp.maximum(size, xp.full_like(size, _TINY)))
+    """min(1, limit / max(size, 10⁻³⁰)) as a 0-d array on the device."""
+    key = (xp, size.dtype)
+    constants = _CONSTANTS.get(key)
+    if constants is None:
+        constants = _CONSTANTS.setdefault(key, (xp.asarray(1.0, dtype=size.dtype),
+                                                xp.asarray(_TINY, dtype=size.dtype)))
+    one, tiny = constants
+    return xp.minimum(one, limit / xp.maximum(size, tiny))
 
 
 def clip_direction(xp: Any, g: Array, n_rec: int, clip: float | None = None,
@@ -39,13 +50,14 @@ def clip_direction(xp: Any, g: Array, n_rec: int, clip: float | None = None,
     read once for all the norms: ‖g‖ after clipping the recurrent part by f is
     sqrt(f²‖g_rec‖² + ‖g_out‖²).
     """
-    rec_sq = xp.vecdot(g[:n_rec], g[:n_rec]) if n_rec > 0 else None
-    out_sq = xp.vecdot(g[n_rec:], g[n_rec:])
+    g_rec, g_out = g[:n_rec], g[n_rec:]
+    rec_sq = xp.vecdot(g_rec, g_rec) if n_rec > 0 else None
+    out_sq = xp.vecdot(g_out, g_out)
     raw = xp.sqrt(out_sq if rec_sq is None else rec_sq + out_sq)
     size = raw
     if clip_rec and rec_sq is not None:
         factor = _factor(xp, xp.sqrt(rec_sq), clip_rec)
-        g[:n_rec] *= factor
+        g_rec *= factor
         if clip:
             size = xp.sqrt(rec_sq * (factor * factor) + out_sq)
     if clip:

@@ -13,6 +13,7 @@ update every step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from gradflow.runfiles.config import SCHEDULES
 
@@ -28,3 +29,14 @@ def learning_rate(schedule: str, lr: float, step: int, decay: float = 0.0) -> fl
     if schedule == "smooth-inv-sqrt":
         return lr / (1.0 + decay * math.sqrt(step))
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def schedule_function(schedule: str, lr: float, decay: float = 0.0) -> Callable[[int], float]:
+    """η as a function of the data step, for a trainer's hot loop: the schedule is looked up
+    once, and each call costs the arithmetic of :func:`learning_rate` only."""
+    learning_rate(schedule, lr, 1, decay)  # an unknown schedule is refused here
+    if schedule == "constant":
+        return lambda step: lr
+    if schedule == "inv-sqrt":
+        return lambda step: lr / math.sqrt(step)
+    return lambda step: lr / (1.0 + decay * math.sqrt(step))

@@ -43,6 +43,7 @@ from gradflow.contracts.errors import (
 )
 from gradflow.contracts.logger import RunRecord
 from gradflow.contracts.losses import LN2, get_loss
+from gradflow.contracts.task import Task
 from gradflow.registry.discovery import exception_line
 from gradflow.registry.guard import blame, culprit
 from gradflow.runfiles.checkpoint import (
@@ -69,7 +70,7 @@ from gradflow.runfiles.rundir import (
 from gradflow.training.clipping import clip_direction
 from gradflow.training.components import build
 from gradflow.training.loop_state import LoopState
-from gradflow.training.schedules import learning_rate
+from gradflow.training.schedules import learning_rate, schedule_function
 from gradflow.training.signals import StopFlag, stop_requests
 from gradflow.training.step import StepOutcome, online_step
 from gradflow.training.threads import blas_threads
@@ -117,6 +118,11 @@ class Trainer:
         except GradflowError as exc:
             raise PluginFailed(f"{infos['task'].origin}: {exc}") from None
         self._zero = parts.backend.xp.zeros((), dtype=parts.backend.dtype)
+        opt = self.config.optimizer
+        #: η of each data step, and what advance() would otherwise look up every step
+        self._rate = schedule_function(opt.schedule, opt.lr, opt.decay)
+        self._n_rec = model.layout.n_rec
+        self._observed = type(parts.task).observe is not Task.observe
         self.loop = LoopState.fresh(self._zero)
         #: the checkpoint step this trainer was resumed from (``None`` for a fresh run)
         self.resumed_from: int | None = None
@@ -145,19 +151,19 @@ class Trainer:
         device) and the norm of the estimator's direction before clipping (``None`` on steps
         without an update). This is the unit the benchmarks time.
         """
-        parts, opt = self.parts, self.config.optimizer
+        parts = self.parts
         out = self._online_step(parts.model, self.loss_fn, self.theta, self.h, parts.task.next(),
                                 self._h0, parts.estimator)
-        parts.task.observe(out.loss)  # curricula (copy) follow the learner; a no-op by default
+        if self._observed:  # curricula (copy) follow the learner
+            parts.task.observe(out.loss)
         self.step += 1
         self.h = out.h
         direction, raw_norm = out.direction, None
         if direction is not None:
-            direction, raw_norm = clip_direction(parts.backend.xp, direction,
-                                                 parts.model.layout.n_rec, opt.clip, opt.clip_rec)
-            self.theta = parts.optimizer.update(
-                self.theta, direction,
-                learning_rate(opt.schedule, opt.lr, self.step, opt.decay))
+            opt = self.config.optimizer
+            direction, raw_norm = clip_direction(parts.backend.xp, direction, self._n_rec,
+                                                 opt.clip, opt.clip_rec)
+            self.theta = parts.optimizer.update(self.theta, direction, self._rate(self.step))
         return out.loss, raw_norm
 
     # -- evaluation ----------------------------------------------------------------------------
