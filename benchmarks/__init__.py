@@ -4,7 +4,8 @@
   runs on an endless stream × model ``rnn`` × n × B × dtype;
 * :mod:`benchmarks.scaling`: tracked numbers — the fitted scaling exponents of the step time
   against P, the step time relative to a forward-only step, and the estimator's state bytes per
-  parameter.
+  parameter;
+* :mod:`benchmarks.tasks`: the cost of one step of every registered task (``Task.next()``, B = 1).
 
 How to run it is in the README (``asv run --python=same`` against the current environment,
 ``asv continuous HEAD~1 HEAD`` between two commits); the method is in docs/performance.md.

@@ -61,7 +61,7 @@ from gradflow.contracts.model import (
 from gradflow.contracts.random import CounterRNG
 from gradflow.contracts.readout import AffineReadout, AffineReadoutModel, sigmoid
 from gradflow.contracts.state import PerStream, Scalar, Shared, State, Window
-from gradflow.contracts.task import Batch, Task, TaskOptions
+from gradflow.contracts.task import Batch, Chunk, ChunkedStream, Task, TaskOptions
 from gradflow.registry.discovery import (
     get_registry,
     register_plugin,
@@ -110,6 +110,8 @@ __all__ = [
     "CheckResult",
     "CheckRow",
     "CheckpointError",
+    "Chunk",
+    "ChunkedStream",
     "ConfigError",
     "CounterRNG",
     "Estimator",

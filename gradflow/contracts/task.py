@@ -5,15 +5,25 @@ for ``ce`` or (B, k) values), and a reset mask (B,) that is true where x_t start
 (``None`` when no stream starts one). The task names its loss (``"ce"`` or ``"mse"``) and, where
 known, the best achievable loss. Its state (generator, position) is serializable so that a resumed
 run sees exactly the same stream.
+
+Most tasks define their stream one step at a time (each step's draws addressed by the counter of a
+:class:`~gradflow.CounterRNG`), and computing it a block of steps at a time costs far less than one
+step at a time. :class:`ChunkedStream` holds such a block (a :class:`Chunk`, computed by the task
+from its position) and hands it out one step at a time; its :attr:`~ChunkedStream.position` is
+that of the steps handed out, not of the block computed ahead, so a state taken mid-block resumes
+exactly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from gradflow.contracts.backend import Backend
@@ -22,6 +32,11 @@ from gradflow.contracts.random import CounterRNG
 Array = Any
 #: the spawn key of the seed of a task's independent (held-out) stream
 HELD_OUT_KEY = 0x0E1A
+#: steps a :class:`ChunkedStream` computes at a time ...
+CHUNK_STEPS = 1024
+#: ... and at most this many numbers in a chunk's inputs and targets (fewer steps for many or
+#: wide streams: a chunk stays within a cache of a few MB)
+CHUNK_NUMBERS = 1 << 18
 
 
 def host_namespace() -> Any:
@@ -44,6 +59,92 @@ class Batch:
     inputs: Array
     targets: Array
     reset: Array | None = None
+
+
+@dataclass
+class Chunk:
+    """T ≥ 1 steps of a task computed ahead, as host (NumPy) arrays: step i of the chunk has the
+    inputs ``inputs[i]`` (B, m), the targets ``targets[i]`` ((B,) or (B, k)) and the reset mask
+    ``resets[i]`` (B,) (``None``: no step of the chunk starts a sequence); ``position(k)`` is the
+    task's position (its own description: generator counter, history, ...) after the chunk's
+    first k steps, 0 ≤ k ≤ T."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    position: Callable[[int], Any]
+    resets: np.ndarray | None = None
+
+
+class ChunkedStream:
+    """A task's stream computed a chunk of steps at a time and handed out one step at a time.
+
+    ``draw(position, step, steps)`` computes the :class:`Chunk` of 1 to ``steps`` steps that
+    follows ``position``, ``step`` steps of the stream having been handed out before it; it must
+    give the steps that one-step-at-a-time generation would give from that position (the same
+    draws at the same counters). :meth:`next` hands out the next step as a :class:`Batch` of the
+    backend (the chunk is converted, and its batches made, once: a step costs an index);
+    :attr:`position` is the position after the steps handed out, as if no step had been computed
+    ahead — what a task's ``state_dict`` reports — and :meth:`seek` continues from a given
+    position (``load_state_dict``; a curriculum that changes the stream from the next step on),
+    dropping the steps computed ahead.
+
+    A chunk has at most :data:`CHUNK_STEPS` steps, and at most :data:`CHUNK_NUMBERS` numbers in
+    its inputs and targets (``width`` numbers per stream and step: for example m + 1 for
+    one-hot inputs and class labels): fewer steps for many or wide streams.
+    """
+
+    def __init__(self, backend: Backend, batch: int, width: int,
+                 draw: Callable[[Any, int, int], Chunk], position: Any, step: int = 0) -> None:
+        self.backend = backend
+        #: numbers per stream and step in a chunk's inputs and targets
+        self.width = int(width)
+        #: the steps of a chunk
+        self.steps = max(1, min(CHUNK_STEPS, CHUNK_NUMBERS // max(1, batch * self.width)))
+        self._draw = draw
+        self.seek(position, step)
+
+    def seek(self, position: Any, step: int) -> None:
+        """Continue from ``position``, ``step`` steps having been handed out; the steps computed
+        ahead are dropped."""
+        #: the position at the start of the current chunk
+        self.start = position
+        #: steps of the current chunk handed out
+        self.offset = 0
+        self._first = int(step)  # steps handed out before the current chunk
+        self._chunk: Chunk | None = None
+        self._batches: list[Batch] = []
+
+    @property
+    def step(self) -> int:
+        """Steps handed out in all."""
+        return self._first + self.offset
+
+    @property
+    def position(self) -> Any:
+        """The position after the steps handed out."""
+        return self.start if self._chunk is None else self._chunk.position(self.offset)
+
+    def next(self) -> Batch:
+        """The next step of every stream."""
+        i = self.offset
+        if i == len(self._batches):
+            self._refill()
+            i = 0
+        self.offset = i + 1
+        return self._batches[i]
+
+    def _refill(self) -> None:
+        self.start, self._first = self.position, self.step
+        chunk = self._draw(self.start, self._first, self.steps)
+        be, unstack = self.backend, self.backend.xp.unstack
+        resets: Any = itertools.repeat(None)
+        if chunk.resets is not None and chunk.resets.any():
+            masks = unstack(be.asarray(chunk.resets))
+            resets = [m if any_ else None
+                      for m, any_ in zip(masks, chunk.resets.any(axis=1).tolist(), strict=True)]
+        self._batches = list(map(Batch, unstack(be.asarray(chunk.inputs)),
+                                 unstack(be.asarray(chunk.targets)), resets))
+        self._chunk, self.offset = chunk, 0
 
 
 class Task(ABC):

@@ -20,11 +20,13 @@ host (NumPy), whose whole state is two integers; the task's state is those integ
 history window, so a resumed stream continues exactly.
 
 Step t (t = 1, 2, ...) takes its bits from the generator's draw number t (and, with sampled
-targets, the draws are interleaved: bits, then the uniform of the label). The task computes
-``CHUNK`` steps at a time from those draws (:meth:`gradflow.CounterRNG.bits_at`), as arrays of the
-backend, and ``next`` hands out one step of them: the stream is the same as one draw per step,
-and a step costs an index instead of a dozen small array operations (and, on CuPy, no
-host-to-device copy per step).
+targets, the draws are interleaved: bits, then the uniform of the label). The position of the
+stream is (history, counter) as if each step had made its own draws. A chunk
+(:class:`gradflow.ChunkedStream`) computes a block of steps from that position at once: the bits
+of all its steps from one :meth:`gradflow.CounterRNG.bits_at` (the draws at the counters the
+steps would use), the targets by slicing the history followed by the new bits; the stream is the
+same as one draw per step, and a step costs an index instead of a dozen small array operations
+(and, on CuPy, no host-to-device copy per step).
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ import array_api_compat.numpy as hxp
 import numpy as np
 from pydantic import Field
 
-from gradflow import Backend, Batch, CounterRNG, GradflowError, Task, TaskOptions
+from gradflow import (
+    Backend,
+    Batch,
+    Chunk,
+    ChunkedStream,
+    CounterRNG,
+    GradflowError,
+    Task,
+    TaskOptions,
+)
 
-#: steps computed at a time (see the module docstring) ...
-CHUNK = 256
-#: ... and at most this many numbers of bits per chunk (fewer steps for many streams)
-_CHUNK_NUMBERS = 1 << 16
+#: (history, counter): x_{t−j} in column j of the history; the generator's counter
+Position = tuple[np.ndarray, int]
 
 
 class AddOptions(TaskOptions):
@@ -92,13 +101,12 @@ class AddTask(Task):
         self.sampled = options.targets == "sampled"
         self.draws_per_step = 2 if self.sampled else 1  # the bits, then the label's uniform
         self.rng = self.host_rng()
-        self.step_count = 0
         # history[:, j] = x_{t−j} once x_t is pushed; columns 1.. hold the pre-drawn past.
-        self.history = np.zeros((self.batch, self.window), dtype=np.int64)
-        self.history[:, 1:] = self._bits(self.window - 1)
-        self._chunk: tuple[Any, Any] | None = None  # (inputs, targets) of the steps drawn ahead
-        self._seq: np.ndarray | None = None  # the history and bits of the chunk, oldest first
-        self._pos = 0  # steps of the chunk handed out
+        history = np.zeros((self.batch, self.window), dtype=np.int64)
+        history[:, 1:] = self._bits(self.window - 1)
+        self.stream = ChunkedStream(backend, self.batch,
+                                    self.n_in + (1 if self.sampled else self.n_out),
+                                    self._draw, (history, self.rng.counter))
 
     @property
     def n_in(self) -> int:
@@ -120,21 +128,10 @@ class AddTask(Task):
         raw = np.asarray(self.rng.bits((self.batch, count)))
         return (raw >> np.uint64(63)).astype(np.int64)
 
-    def _position(self) -> tuple[np.ndarray, int]:
-        """(history, counter) after the steps handed out so far, as if each step had made its
-        own draws: the steps of the chunk not yet handed out are not counted."""
-        if self._seq is None:
-            return self.history, self.rng.counter
-        last = self.window - 1 + self._pos  # index in seq of the last step handed out
-        history = self._seq[:, last - np.arange(self.window)]
-        ahead = self._chunk[0].shape[0] - self._pos
-        return history, self.rng.counter - ahead * self.draws_per_step
-
-    def _draw_chunk(self) -> None:
-        """The next ``CHUNK`` steps (fewer for large B) from the draws they would make one at a
-        time: bits from draw t (draws t, t + 1 for bits and label with sampled targets)."""
-        history, counter = self._position()
-        steps = max(1, min(CHUNK, _CHUNK_NUMBERS // self.batch))
+    def _draw(self, position: Position, step: int, steps: int) -> Chunk:
+        """The ``steps`` steps after ``position`` from the draws they would make one at a time:
+        bits from draw t (draws t, t + 1 for bits and label with sampled targets)."""
+        history, counter = position
         draws = self.rng.bits_at((self.batch,), counter, steps, stride=self.draws_per_step)
         x = (np.asarray(draws) >> np.uint64(63)).astype(np.int64)  # (steps, B)
         # seq[:, k]: the history oldest first (history[:, j] is x_{t−j}), then the new bits
@@ -149,36 +146,30 @@ class AddTask(Task):
             targets = (u < y).astype(np.int64)
         else:
             targets = np.stack([1.0 - y, y], axis=2)
-        self.rng.counter = counter + self.draws_per_step * steps
-        self._seq = seq
-        self._chunk = (self.backend.asarray(inputs), self.backend.asarray(targets))
-        self._pos = 0
+        lags = np.arange(self.window)
+
+        def position_at(k: int) -> Position:
+            return seq[:, self.window - 1 + k - lags], counter + k * self.draws_per_step
+
+        return Chunk(inputs, targets, position_at)
 
     def next(self) -> Batch:
-        if self._chunk is None or self._pos == self._chunk[0].shape[0]:
-            self._draw_chunk()
-        inputs, targets = self._chunk
-        i = self._pos
-        self._pos += 1
-        self.step_count += 1
-        return Batch(inputs=inputs[i, ...], targets=targets[i, ...])
+        return self.stream.next()
 
     def held_out(self) -> AddTask:
         """An independent stream (its own seed, derived from this task's), same options."""
         return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
-        history, counter = self._position()
+        history, counter = self.stream.position
         state: dict[str, Any] = CounterRNG(hxp, self.rng.seed, counter).state_entries()
-        state.update(step=self.step_count, history=np.array(history, copy=True))
+        state.update(step=self.stream.step, history=np.array(history, copy=True))
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         history = np.asarray(state["history"], dtype=np.int64)
-        if history.shape != self.history.shape:
+        if history.shape != (self.batch, self.window):
             raise GradflowError(f"task 'add': history of shape {history.shape} does not match "
-                             f"{self.history.shape} (batch, max lag + 1)")
+                                f"{(self.batch, self.window)} (batch, max lag + 1)")
         self.rng = CounterRNG.from_entries(self.rng.xp, state)
-        self.step_count = int(state["step"])
-        self.history = history.copy()
-        self._chunk, self._seq, self._pos = None, None, 0
+        self.stream.seek((history.copy(), self.rng.counter), int(state["step"]))

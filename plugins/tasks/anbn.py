@@ -31,10 +31,17 @@ For (1, 32): 5 bits / 35 characters = 1/7 = 0.142857 bits/char with start and en
 figure quoted for anbn(1, 32)), 5/34 = 0.14706 with the newline, 5/33 = 0.15152 without
 delimiters. docs/tasks.md tabulates these and the memoryless levels.
 
-Each stream starts at the beginning of a block (with S in the default format). The block lengths
-come from a :class:`gradflow.CounterRNG` on the host; the task's state is its two integers plus
-each stream's current n and position within its block (counting the delimiters: 0 is S in the
-default format, the first a otherwise), so a resumed stream continues exactly.
+Each stream starts at the beginning of a block (with S in the default format). The block sizes
+come from a :class:`gradflow.CounterRNG` on the host: draw 0 gives every stream its first n, and
+at each step where the block of at least one stream ends, the next draw gives every stream a new
+n, which the streams whose block ended take (element b of the draw for stream b). The position of
+the stream is the generator's counter plus each stream's current n and position within its block
+(counting the delimiters: 0 is S in the default format, the first a otherwise); the task's state
+is that position, so a resumed stream continues exactly. The steps are computed a chunk at a
+time (:class:`gradflow.ChunkedStream`): the n of all the draws a chunk can use from one
+:meth:`gradflow.CounterRNG.bits_at`, then the blocks of every stream laid end to end
+(:class:`~gradflow_plugins.tasks.segments.Segments`, shared with `distant-brackets`): the same
+stream as one step at a time.
 """
 
 from __future__ import annotations
@@ -43,11 +50,23 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+from gradflow_plugins.tasks.segments import Segments
 from pydantic import Field, model_validator
 
-from gradflow import Backend, Batch, CounterRNG, GradflowError, Task, TaskOptions
+from gradflow import (
+    Backend,
+    Batch,
+    Chunk,
+    ChunkedStream,
+    CounterRNG,
+    GradflowError,
+    Task,
+    TaskOptions,
+)
 
 A, B = 0, 1  # the delimiters, if any, are classes 2 (S or ⏎) and 3 (E)
+#: (counter, n, pos): the generator's counter, each stream's block size and position in it
+Position = tuple[int, np.ndarray, np.ndarray]
 Delimiters = Literal["start-end", "newline", "none"]
 #: (characters before, characters after) the a^n b^n of a block, and the class characters
 FORMATS: dict[str, tuple[int, int, str]] = {
@@ -119,9 +138,8 @@ class AnbnTask(Task):
         self.lead, self.tail, self._characters = _format(self.delimiters)
         self.start, self.end = 2, 2 + self.lead  # classes of S (or unused) and of E or ⏎
         self.rng = self.host_rng()
-        self.step_count = 0
-        self.n = self._draw_n()
-        self.pos = np.zeros(self.batch, dtype=np.int64)
+        self.stream = ChunkedStream(backend, self.batch, self.n_in + 1, self._draw,
+                                    (1, self._draw_n(0, 1)[0], np.zeros(self.batch, np.int64)))
 
     @property
     def n_in(self) -> int:
@@ -144,43 +162,50 @@ class AnbnTask(Task):
         return {"optimum": self.optimum,
                 "unigram": unigram(self.n_min, self.n_max, self.delimiters)}
 
-    def _draw_n(self) -> np.ndarray:
-        """(B,) block sizes, uniform on {n_min, ..., n_max}."""
-        raw = np.asarray(self.rng.bits((self.batch,)))
+    def _draw_n(self, counter: int, count: int) -> np.ndarray:
+        """(count, B) block sizes, uniform on {n_min, ..., n_max}, from the draws at counters
+        counter, counter + 1, ...: row k is what the generator's draw number counter + k gives
+        every stream."""
+        raw = np.asarray(self.rng.bits_at((self.batch,), counter, count))
         span = np.uint64(self.n_max - self.n_min + 1)
         return (raw % span).astype(np.int64) + self.n_min
 
-    def _length(self, n: np.ndarray) -> np.ndarray:
+    def _length(self, n: np.ndarray | int) -> Any:
         return 2 * n + self.lead + self.tail
 
-    def _char(self, pos: np.ndarray) -> np.ndarray:
-        """Character codes at positions ``pos`` (delimiters included) of the current blocks."""
-        first_b = self.lead + self.n
-        return np.select([pos < self.lead, pos < first_b, pos < first_b + self.n],
+    def _char(self, pos: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Character codes at positions ``pos`` (delimiters included) of blocks of size n."""
+        first_b = self.lead + n
+        return np.select([pos < self.lead, pos < first_b, pos < first_b + n],
                          [self.start, A, B], self.end)
 
+    def _draw(self, position: Position, step: int, steps: int) -> Chunk:
+        """The ``steps`` steps after ``position`` (see the module docstring)."""
+        counter, n, pos = position
+        shortest = int(self._length(self.n_min))
+        drawn = self._draw_n(counter, Segments.max_events(self.batch, steps, shortest))
+        blocks = Segments(pos, self._length(n), self._length(drawn), steps, shortest)
+        sizes = blocks.pick(n, drawn)
+        block, at = blocks.locate(np.arange(steps + 1)[:, None])
+        codes = self._char(at, sizes[block])  # (steps + 1, B): c_t, then the last target
+
+        def position_at(k: int) -> Position:
+            block, at = blocks.locate(k)
+            return counter + blocks.events_before(k), sizes[block], at
+
+        return Chunk(np.eye(self.n_in)[codes[:-1]], codes[1:], position_at)
+
     def next(self) -> Batch:
-        length = self._length(self.n)
-        x = self._char(self.pos)
-        after = self.pos + 1
-        done = after >= length
-        # the character after a block is the first of the next one: S, or a (n_min ≥ 1)
-        y = np.where(done, self.start if self.lead else A, self._char(after))
-        if done.any():
-            self.n = np.where(done, self._draw_n(), self.n)
-        self.pos = np.where(done, 0, after)
-        self.step_count += 1
-        inputs = np.eye(self.n_in)[x]
-        be = self.backend
-        return Batch(inputs=be.asarray(inputs), targets=be.asarray(y.astype(np.int64)))
+        return self.stream.next()
 
     def held_out(self) -> AnbnTask:
         """An independent stream (its own seed, derived from this task's), same options."""
         return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = self.rng.state_entries()
-        state.update(step=self.step_count, n=self.n.copy(), pos=self.pos.copy())
+        counter, n, pos = self.stream.position
+        state: dict[str, Any] = CounterRNG(self.rng.xp, self.rng.seed, counter).state_entries()
+        state.update(step=self.stream.step, n=n.copy(), pos=pos.copy())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -195,5 +220,4 @@ class AnbnTask(Task):
                                 f"(n_min={self.n_min}, n_max={self.n_max}, "
                                 f"delimiters={self.delimiters!r})")
         self.rng = CounterRNG.from_entries(self.rng.xp, state)
-        self.step_count = int(state["step"])
-        self.n, self.pos = n.copy(), pos.copy()
+        self.stream.seek((self.rng.counter, n.copy(), pos.copy()), int(state["step"]))

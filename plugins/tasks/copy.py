@@ -25,9 +25,17 @@ default), the next episode is one bit longer (up to ``max_length``) and the coun
 The length reached, ``copy_length`` in :meth:`metrics`, is the task's metric. A task that is
 never observed stays at its starting ``length``.
 
-The bits come from a :class:`gradflow.CounterRNG` on the host; the task's state holds its two
-integers, the episode (bits, position, length) and the curriculum's statistics, so a resumed run
-continues exactly.
+The bits come from a :class:`gradflow.CounterRNG` on the host: each episode's first step makes one
+draw of (B, L) bits. The position of the stream is the generator's counter, the phase of the
+next step in its episode and the current episode's bits (at phase 0, those of the episode
+before, which the next step replaces); the task's state holds that position, the length and the
+curriculum's statistics, so a resumed run continues exactly. The steps are computed a chunk at a
+time (:class:`gradflow.ChunkedStream`) at the current length: the bits of all the episodes a
+chunk touches from one :meth:`gradflow.CounterRNG.bits_at`, laid out as episodes and sliced. The
+curriculum changes the length only at the end of an episode (in :meth:`CopyTask.observe` of its
+last step); it then drops the steps computed ahead at the old length and continues from the
+position reached, so the next episode is drawn at the new length from the same counter as one
+step at a time: chunks never change when a change of length takes effect.
 """
 
 from __future__ import annotations
@@ -38,11 +46,23 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from gradflow import Backend, Batch, CounterRNG, GradflowError, Task, TaskOptions
+from gradflow import (
+    Backend,
+    Batch,
+    Chunk,
+    ChunkedStream,
+    CounterRNG,
+    GradflowError,
+    Task,
+    TaskOptions,
+)
 
 #: input codes (one-hot positions) and target classes
 MARKER, BLANK_INPUT = 2, 3
 BLANK = 2
+#: (counter, phase, bits): the generator's counter, the phase of the next step in its episode
+#: (0 … 2L) and the (B, L) bits of the current episode
+Position = tuple[int, int, np.ndarray]
 
 
 class CopyOptions(TaskOptions):
@@ -78,11 +98,10 @@ class CopyTask(Task):
                  seed: int = 0) -> None:
         super().__init__(options, backend, batch, seed)
         self.rng = self.host_rng()
-        self.step_count = 0
         self.length = options.length
-        self.phase = 0  # position in the episode of the next step, 0 … 2L
-        self.bits = np.zeros((self.batch, self.length), dtype=np.int64)
-        self.pending = -1  # phase of the last batch returned and not yet observed
+        self.stream = ChunkedStream(backend, self.batch, self.n_in + 1, self._draw,
+                                    self._episode_start(0))
+        self.observed = True  # the last batch returned was observed (or none was returned)
         self.recall_sum = 0.0  # nats, over the recall steps of the current episode
         self.recall_steps = 0
         self.recent: list[float] = []  # bits per recall step of the last episodes at this L
@@ -112,30 +131,53 @@ class CopyTask(Task):
     def metrics(self) -> dict[str, float]:
         return {"copy_length": self.length}
 
+    def _episode_start(self, counter: int) -> Position:
+        """The position before an episode at the current length (no bits drawn yet)."""
+        return counter, 0, np.zeros((self.batch, self.length), dtype=np.int64)
+
+    def _draw(self, position: Position, step: int, steps: int) -> Chunk:
+        """The ``steps`` steps after ``position`` at the current length (module docstring)."""
+        counter, phase, bits = position
+        length, batch = self.length, self.batch
+        period = 2 * length + 1
+        episodes = (phase + steps - 1) // period + 1  # touched by the chunk, the current first
+        ongoing = 1 if phase > 0 else 0  # the current episode has drawn its bits already
+        drawn = np.asarray(self.rng.bits_at((batch, length), counter, episodes - ongoing))
+        table = np.concatenate([bits[None, :, :]] * ongoing +
+                               [(drawn >> np.uint64(63)).astype(np.int64)])  # (E, B, L)
+        marks = np.ones((episodes, batch, 1), dtype=np.int64)
+        inputs = np.concatenate([table, MARKER * marks, BLANK_INPUT * marks.repeat(length, 2)],
+                                axis=2)  # (E, B, 2L + 1): each episode's inputs
+        targets = np.concatenate([BLANK * marks.repeat(length + 1, 2), table], axis=2)
+        window = slice(phase, phase + steps)  # the chunk in the episodes laid end to end
+        x = inputs.transpose(0, 2, 1).reshape(episodes * period, batch)[window]
+        y = targets.transpose(0, 2, 1).reshape(episodes * period, batch)[window]
+        k = np.arange(steps)
+        starts = ((phase + k) % period == 0) & (step + k > 0) & self.options.reset
+        resets = np.repeat(starts[:, None], batch, axis=1)
+
+        def position_at(k: int) -> Position:
+            if k == 0:
+                return position
+            episode = (phase + k - 1) // period  # that of the last step handed out
+            return counter + episode + 1 - ongoing, (phase + k) % period, table[episode]
+
+        return Chunk(np.eye(4)[x], y, position_at, resets)
+
     def next(self) -> Batch:
-        length, phase = self.length, self.phase
-        if phase == 0:
-            raw = np.asarray(self.rng.bits((self.batch, length)))
-            self.bits = (raw >> np.uint64(63)).astype(np.int64)
-        if phase < length:
-            x = self.bits[:, phase]
-        else:
-            x = np.full(self.batch, MARKER if phase == length else BLANK_INPUT)
-        y = self.bits[:, phase - length - 1] if phase > length else \
-            np.full(self.batch, BLANK, dtype=np.int64)
-        reset = None
-        if phase == 0 and self.step_count > 0 and self.options.reset:
-            reset = self.backend.asarray(np.ones(self.batch, dtype=bool))
-        self.pending = phase
-        self.phase = phase + 1 if phase < 2 * length else 0
-        self.step_count += 1
-        be = self.backend
-        return Batch(inputs=be.asarray(np.eye(4)[x]), targets=be.asarray(y.astype(np.int64)),
-                     reset=reset)
+        self.observed = False
+        return self.stream.next()
+
+    @property
+    def pending(self) -> int:
+        """The phase of the last batch returned if it was not observed yet, else −1."""
+        if self.observed:
+            return -1
+        return (self.stream.start[1] + self.stream.offset - 1) % (2 * self.length + 1)
 
     def observe(self, loss: Any) -> None:
         """Take the loss of the last batch (nats, mean over streams) into the curriculum."""
-        phase, self.pending = self.pending, -1
+        phase, self.observed = self.pending, True
         if phase < 0 or not self.options.curriculum:
             return
         length = self.length
@@ -156,7 +198,9 @@ class CopyTask(Task):
         if self.episodes >= self.options.window and length < self.options.max_length and \
                 sum(self.recent) / len(self.recent) < self.options.threshold:
             self.length = length + 1
-            self.bits = np.zeros((self.batch, self.length), dtype=np.int64)  # drawn at phase 0
+            # the steps computed ahead are at the old length: continue from the end of the
+            # episode, where the next one draws its bits at the new length
+            self.stream.seek(self._episode_start(self.stream.position[0]), self.stream.step)
             self.recent, self.episodes = [], 0
 
     def held_out(self) -> CopyTask:
@@ -165,9 +209,10 @@ class CopyTask(Task):
                                        max_length=max(self.length, self.options.max_length))
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = self.rng.state_entries()
-        state.update(step=self.step_count, length=self.length, phase=self.phase,
-                     bits=self.bits.copy(), pending=self.pending, recall_sum=self.recall_sum,
+        counter, phase, bits = self.stream.position
+        state: dict[str, Any] = CounterRNG(self.rng.xp, self.rng.seed, counter).state_entries()
+        state.update(step=self.stream.step, length=self.length, phase=phase, bits=bits.copy(),
+                     pending=self.pending, recall_sum=self.recall_sum,
                      recall_steps=self.recall_steps, episodes=self.episodes,
                      recent=np.asarray(self.recent, dtype=np.float64))
         return state
@@ -175,15 +220,19 @@ class CopyTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         length, phase = int(state["length"]), int(state["phase"])
         bits = np.asarray(state["bits"], dtype=np.int64)
+        pending = int(state["pending"])
         if bits.shape != (self.batch, length) or not 0 <= phase <= 2 * length or \
                 not 1 <= length <= self.options.max_length:
             raise GradflowError(f"task 'copy': saved episode (length {length}, bits of shape "
                                 f"{bits.shape}) does not fit {self.batch} streams and "
                                 f"max_length {self.options.max_length}")
+        if pending not in (-1, (phase - 1) % (2 * length + 1)):
+            raise GradflowError(f"task 'copy': saved state has the last step at phase "
+                                f"{pending}, the next at phase {phase}")
         self.rng = CounterRNG.from_entries(self.rng.xp, state)
-        self.step_count = int(state["step"])
-        self.length, self.phase, self.bits = length, phase, bits.copy()
-        self.pending = int(state["pending"])
+        self.length = length
+        self.stream.seek((self.rng.counter, phase, bits.copy()), int(state["step"]))
+        self.observed = pending < 0
         self.recall_sum = float(state["recall_sum"])
         self.recall_steps = int(state["recall_steps"])
         self.episodes = int(state["episodes"])

@@ -30,8 +30,15 @@ for (1, 5, 5, 10): 6 log2(10) / 12 = ½ log2(10) = 1.66096 bits/char. A predicto
 carry u across v pays s ln n more per line (1.9378 bits/char for the defaults).
 
 Each stream starts at the beginning of a line. The symbols come from a :class:`gradflow.CounterRNG`
-on the host; the task's state is its two integers plus each stream's current line and position,
-so a resumed stream continues exactly.
+on the host: the first draw gives every stream the s + r_max symbols of u and v, and, when r
+varies, the next one every stream's r; at each step where the line of at least one stream ends,
+the next draws (the same one or two) give every stream a new line, which the streams whose line
+ended take. The position of the stream is the generator's counter plus each stream's current
+line and position in it; the task's state is that position, so a resumed stream continues
+exactly. The steps are computed a chunk at a time (:class:`gradflow.ChunkedStream`): the lines
+of all the draws a chunk can use from :meth:`gradflow.CounterRNG.bits_at`, then the lines of every
+stream laid end to end (:class:`~gradflow_plugins.tasks.segments.Segments`, shared with `anbn`):
+the same stream as one step at a time.
 """
 
 from __future__ import annotations
@@ -40,10 +47,23 @@ import math
 from typing import Any
 
 import numpy as np
+from gradflow_plugins.tasks.segments import Segments
 from pydantic import Field, model_validator
 
-from gradflow import Backend, Batch, CounterRNG, GradflowError, Task, TaskOptions
+from gradflow import (
+    Backend,
+    Batch,
+    Chunk,
+    ChunkedStream,
+    CounterRNG,
+    GradflowError,
+    Task,
+    TaskOptions,
+)
 
+#: (counter, line, length, pos): the generator's counter, each stream's current line (padded
+#: with newlines to the longest line), its length and the stream's position in it
+Position = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -91,12 +111,12 @@ class DistantBracketsTask(Task):
         self.r_max = options.range if options.range_max is None else options.range_max
         self.open, self.close, self.newline = self.alphabet, self.alphabet + 1, self.alphabet + 2
         self.width = 2 * self.save + self.r_max + 5
+        self.draws_per_line = 2 if self.r_max > self.r_min else 1  # symbols, then r
         self.rng = self.host_rng()
-        self.step_count = 0
-        self.line = np.zeros((self.batch, self.width), dtype=np.int64)
-        self.length = np.zeros(self.batch, dtype=np.int64)
-        self.pos = np.zeros(self.batch, dtype=np.int64)
-        self._new_lines(np.ones(self.batch, dtype=bool))
+        line, length = self._lines(*(drawn[0] for drawn in self._draw_lines(0, 1)))
+        self.stream = ChunkedStream(backend, self.batch, self.n_in + 1, self._draw,
+                                    (self.draws_per_line, line, length,
+                                     np.zeros(self.batch, dtype=np.int64)))
 
     @property
     def n_in(self) -> int:
@@ -118,70 +138,84 @@ class DistantBracketsTask(Task):
     def optimum(self) -> float:
         return self.reference_losses()["optimum"]
 
-    def _new_lines(self, rows: np.ndarray) -> None:
-        """Draw new lines ( u ) v ( u ) ⏎ for the streams in ``rows`` (all streams draw, so the
-        generator advances the same way whichever streams need a line)."""
-        s, batch = self.save, self.batch
-        symbols = np.asarray(self.rng.bits((batch, s + self.r_max)))
-        symbols = (symbols % np.uint64(self.alphabet)).astype(np.int64)
-        u, v = symbols[:, :s], symbols[:, s:]
-        if self.r_max > self.r_min:
-            raw = np.asarray(self.rng.bits((batch,)))
-            r = (raw % np.uint64(self.r_max - self.r_min + 1)).astype(np.int64) + self.r_min
-        else:
-            r = np.full(batch, self.r_min, dtype=np.int64)
-        head = np.full((batch, self.width), self.newline, dtype=np.int64)
-        head[:, 0] = self.open
-        head[:, 1:1 + s] = u
-        head[:, 1 + s] = self.close
-        head[:, 2 + s:2 + s + self.r_max] = v
-        tail = np.concatenate([np.full((batch, 1), self.open), u, np.full((batch, 1), self.close),
-                               np.full((batch, 1), self.newline)], axis=1)
-        j = np.arange(self.width)[None, :]
-        start = (2 + s + r)[:, None]  # where the second "(" goes
-        tail_at = np.take_along_axis(tail, np.clip(j - start, 0, s + 2), axis=1)
-        line = np.where(j < start, head, tail_at)
-        self.line = np.where(rows[:, None], line, self.line)
-        self.length = np.where(rows, 2 * s + r + 5, self.length)
-        self.pos = np.where(rows, 0, self.pos)
+    def _draw_lines(self, counter: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (count, B, s + r_max) symbols of u and v, and the (count, B) r, of the lines
+        drawn for every stream by line draws number 0 … count − 1 after ``counter`` (the
+        symbols, then r if it varies)."""
+        batch, d = self.batch, self.draws_per_line
+        raw = np.asarray(self.rng.bits_at((batch, self.save + self.r_max), counter, count, d))
+        symbols = (raw % np.uint64(self.alphabet)).astype(np.int64)
+        if d == 1:
+            return symbols, np.full((count, batch), self.r_min, dtype=np.int64)
+        raw = np.asarray(self.rng.bits_at((batch,), counter + 1, count, d))
+        return symbols, (raw % np.uint64(self.r_max - self.r_min + 1)).astype(np.int64) \
+            + self.r_min
+
+    def _lines(self, symbols: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The lines ( u ) v ( u ) ⏎ (..., width), padded with newlines, and their lengths, of
+        the symbols (..., s + r_max) of u and v (v: the first r after u) and r (...)."""
+        s = self.save
+        u, v = symbols[..., :s], symbols[..., s:]
+        head = np.full((*r.shape, self.width), self.newline, dtype=np.int64)
+        head[..., 0] = self.open
+        head[..., 1:1 + s] = u
+        head[..., 1 + s] = self.close
+        head[..., 2 + s:2 + s + self.r_max] = v
+        mark = np.ones((*r.shape, 1), dtype=np.int64)
+        tail = np.concatenate([self.open * mark, u, self.close * mark, self.newline * mark],
+                              axis=-1)
+        j = np.arange(self.width)
+        start = (2 + s + r)[..., None]  # where the second "(" goes
+        tail_at = np.take_along_axis(tail, np.clip(j - start, 0, s + 2), axis=-1)
+        return np.where(j < start, head, tail_at), 2 * s + r + 5
+
+    def _draw(self, position: Position, step: int, steps: int) -> Chunk:
+        """The ``steps`` steps after ``position`` (see the module docstring)."""
+        counter, line, length, pos = position
+        s, shortest = self.save, 2 * self.save + self.r_min + 5
+        symbols, r = self._draw_lines(counter, Segments.max_events(self.batch, steps, shortest))
+        segments = Segments(pos, length, 2 * s + r + 5, steps, shortest)
+        # the current lines' own symbols and r (those of v past r are not read), then the
+        # lines of every segment of the chunk
+        now = np.concatenate([line[:, 1:1 + s], line[:, 2 + s:2 + s + self.r_max]], axis=1)
+        lines, sizes = self._lines(segments.pick(now, symbols),
+                                   segments.pick(length - 2 * s - 5, r))
+        segment, at = segments.locate(np.arange(steps + 1)[:, None])
+        codes = lines[segment, at]  # (steps + 1, B): c_t, then the last target
+
+        def position_at(k: int) -> Position:
+            segment, at = segments.locate(k)
+            return (counter + self.draws_per_line * segments.events_before(k), lines[segment],
+                    sizes[segment], at)
+
+        return Chunk(np.eye(self.n_in)[codes[:-1]], codes[1:], position_at)
 
     def next(self) -> Batch:
-        rows = np.arange(self.batch)
-        x = self.line[rows, self.pos]
-        after = self.pos + 1
-        done = after >= self.length
-        # the character after a line is the "(" that starts the next one
-        y = np.where(done, self.open, self.line[rows, np.minimum(after, self.width - 1)])
-        self.pos = after
-        if done.any():
-            self._new_lines(done)
-        self.step_count += 1
-        inputs = np.eye(self.n_in)[x]
-        be = self.backend
-        return Batch(inputs=be.asarray(inputs), targets=be.asarray(y))
+        return self.stream.next()
 
     def held_out(self) -> DistantBracketsTask:
         """An independent stream (its own seed, derived from this task's), same options."""
         return self.independent_stream()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = self.rng.state_entries()
-        state.update(step=self.step_count, line=self.line.copy(), length=self.length.copy(),
-                     pos=self.pos.copy())
+        counter, line, length, pos = self.stream.position
+        state: dict[str, Any] = CounterRNG(self.rng.xp, self.rng.seed, counter).state_entries()
+        state.update(step=self.stream.step, line=line.copy(), length=length.copy(),
+                     pos=pos.copy())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         line = np.asarray(state["line"], dtype=np.int64)
         length = np.asarray(state["length"], dtype=np.int64)
         pos = np.asarray(state["pos"], dtype=np.int64)
-        if line.shape != self.line.shape or length.shape != (self.batch,) or \
-                pos.shape != (self.batch,):
+        shape = (self.batch, self.width)
+        if line.shape != shape or length.shape != (self.batch,) or pos.shape != (self.batch,):
             raise GradflowError(f"task 'distant-brackets': saved lines of shape {line.shape} "
-                                f"do not match {self.line.shape} (streams, longest line)")
+                                f"do not match {shape} (streams, longest line)")
         if (pos < 0).any() or (pos >= length).any() or (length > self.width).any() or \
                 line.min() < 0 or line.max() >= self.n_in:
             raise GradflowError("task 'distant-brackets': saved state does not fit these "
                                 "options")
         self.rng = CounterRNG.from_entries(self.rng.xp, state)
-        self.step_count = int(state["step"])
-        self.line, self.length, self.pos = line.copy(), length.copy(), pos.copy()
+        self.stream.seek((self.rng.counter, line.copy(), length.copy(), pos.copy()),
+                         int(state["step"]))

@@ -11,9 +11,11 @@ defaults n = 23, p = 10), so θ* = 1 / (2(2p − n)) = −1/6 makes ŷ → 1 and
 leaves the long-run loss ½(2θ(2p − n) − 1)² > 0. A gradient truncated to fewer steps than the
 model needs to feel its negative coordinates points the wrong way — the point of the experiment.
 
-The stream is deterministic (the seed does not change it); its state is the step count. The held-
-out stream is the same constant stream: the trainer's evaluation runs θ from s_0 over
-``eval_steps`` steps, which measures how far θ is from θ*.
+The stream is deterministic (the seed does not change it); its state is the step count. Like the
+other tasks it hands out its steps from chunks (:class:`gradflow.ChunkedStream`), here of
+constant steps, which carry no position. The held-out stream is the same constant stream: the
+trainer's evaluation runs θ from s_0 over ``eval_steps`` steps, which measures how far θ is from
+θ*.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gradflow import Backend, Batch, Task, TaskOptions
+from gradflow import Backend, Batch, Chunk, ChunkedStream, Task, TaskOptions
 
 
 class InfluenceTaskOptions(TaskOptions):
@@ -38,9 +40,8 @@ class InfluenceTask(Task):
     def __init__(self, options: InfluenceTaskOptions, backend: Backend, batch: int = 1,
                  seed: int = 0) -> None:
         super().__init__(options, backend, batch, seed)
-        self.step_count = 0
-        self._inputs = backend.asarray(np.zeros((self.batch, 0)))
-        self._targets = backend.asarray(np.ones((self.batch, 1)))
+        self.stream = ChunkedStream(backend, self.batch, self.n_in + self.n_out,
+                                    self._draw, None)
 
     @property
     def n_in(self) -> int:
@@ -57,16 +58,20 @@ class InfluenceTask(Task):
     def reference_losses(self) -> dict[str, float]:
         return {"optimum": 0.0}
 
+    def _draw(self, position: None, step: int, steps: int) -> Chunk:
+        """``steps`` steps of no input and the target 1."""
+        return Chunk(np.zeros((steps, self.batch, 0)), np.ones((steps, self.batch, 1)),
+                     lambda k: None)
+
     def next(self) -> Batch:
-        self.step_count += 1
-        return Batch(inputs=self._inputs, targets=self._targets)
+        return self.stream.next()
 
     def held_out(self) -> InfluenceTask:
         """The same constant stream, from its start."""
         return InfluenceTask(self.options, self.backend, self.batch, self.seed)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_count}
+        return {"step": self.stream.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step"])
+        self.stream.seek(None, int(state["step"]))

@@ -1,19 +1,24 @@
 """The `text` task: predict the next character of a user's UTF-8 text file.
 
-The vocabulary is the set of characters of the file (sorted by code point), V of them; the input
-x_t is the one-hot code of character c_t and the target the class of c_{t+1} (cross-entropy in
-nats; bits per character = loss / ln 2). B streams read the same text from spread offsets
-(stream b starts at character ⌊b·L/B⌋ of the L training characters) and wrap around at the end;
-the step after a wrap starts a new sequence (reset mask true for that stream). The best possible
-loss is unknown; the unigram entropy of the training text, −Σ_c p_c ln p_c, is the memoryless
-reference level (a model that ignores the past cannot do better than it).
+The vocabulary is the set of characters of the file (sorted by code point), V of them; the input x_t
+is the one-hot code of character c_t and the target the class of c_{t+1} (cross-entropy in nats;
+bits per character = loss / ln 2). B streams read the same text from spread offsets (stream b starts
+at character ⌊b·L/B⌋ of the L training characters, taken mod L − 1: the last character has no
+target) and wrap around at the end; the step after a wrap starts a new sequence (reset mask true for
+that stream). The best possible loss is unknown; the unigram entropy of the training text,
+−Σ_c p_c ln p_c, is the memoryless reference level (a model that ignores the past cannot do better
+than it).
 
 Option ``held_out`` keeps the last fraction of the file out of training: :meth:`held_out` then
 reads it (one stream per training stream, from spread offsets) for evaluation.
 
-The stream is deterministic (the seed does not change it). Its state is the streams' positions,
-their pending resets and the file's SHA-256, which is checked when a state is loaded so that a
-resumed run cannot silently read a different file.
+The stream is deterministic (the seed does not change it). Its position is the streams'
+positions in the text and their pending resets: after a step from position p, the next is p + 1,
+or 0 when p + 2 reaches the end of the L characters (a wrap: the next step resets), so stream b at
+step t (from 0) reads position (p_b + t) mod (L − 1). The steps are computed a chunk at a time
+from that formula (:class:`gradflow.ChunkedStream`). The state is the position of the steps
+handed out and the file's SHA-256, which is checked when a state is loaded so that a resumed run
+cannot silently read a different file.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from gradflow import Backend, Batch, GradflowError, Task, TaskOptions
+from gradflow import Backend, Batch, Chunk, ChunkedStream, GradflowError, Task, TaskOptions
+
+#: (positions, pending resets): each stream's position in the text and whether its next step
+#: starts a new sequence
+Position = tuple[np.ndarray, np.ndarray]
 
 
 class TextOptions(TaskOptions):
@@ -98,9 +107,16 @@ class TextTask(Task):
             raise TextError(f"task 'text': {self.options.path!r} has {len(codes)} character(s) "
                             "to train on; it needs at least two")
         self.codes, self._rest = codes, rest
-        self.positions = (np.arange(self.batch, dtype=np.int64) * len(codes)) // self.batch
-        self.pending_reset = np.zeros(self.batch, dtype=bool)
-        self.step_count = 0
+        # (mod L − 1: with B ≥ L streams, a start at the last character would have no target)
+        positions = (np.arange(self.batch, dtype=np.int64) * len(codes)) // self.batch \
+            % (len(codes) - 1)
+        self.stream = ChunkedStream(self.backend, self.batch, self.n_in + 1, self._draw,
+                                    (positions, np.zeros(self.batch, dtype=bool)))
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(B,) each stream's position in the text: that of its next input."""
+        return self.stream.position[0]
 
     @property
     def n_in(self) -> int:
@@ -124,20 +140,25 @@ class TextTask(Task):
     def reference_losses(self) -> dict[str, float]:
         return {"unigram": unigram_entropy(self.codes, len(self.vocab))}
 
+    def _draw(self, position: Position, step: int, steps: int) -> Chunk:
+        """The ``steps`` steps after ``position`` (see the module docstring)."""
+        positions, pending = position
+        cycle = len(self.codes) - 1
+        at = (positions + np.arange(steps)[:, None]) % cycle  # (steps, B)
+        resets = at == 0  # after a wrap ...
+        resets[0] = pending  # ... or as the state says for the first step
+
+        def position_at(k: int) -> Position:
+            if k == 0:
+                return position
+            after = (positions + k) % cycle
+            return after, after == 0
+
+        inputs = np.eye(len(self.vocab))[self.codes[at]]
+        return Chunk(inputs, self.codes[at + 1], position_at, resets)
+
     def next(self) -> Batch:
-        pos = self.positions
-        x, y = self.codes[pos], self.codes[pos + 1]
-        reset = self.pending_reset
-        pos = pos + 1
-        wrapped = pos + 1 >= len(self.codes)
-        self.positions = np.where(wrapped, 0, pos)
-        self.pending_reset = wrapped
-        self.step_count += 1
-        inputs = np.zeros((self.batch, len(self.vocab)))
-        inputs[np.arange(self.batch), x] = 1.0
-        be = self.backend
-        return Batch(inputs=be.asarray(inputs), targets=be.asarray(y),
-                     reset=be.asarray(reset) if reset.any() else None)
+        return self.stream.next()
 
     def held_out(self) -> TextTask | None:
         if len(self._rest) == 0:
@@ -149,18 +170,17 @@ class TextTask(Task):
         return other
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "step": self.step_count,
-                "positions": self.positions.copy(), "pending_reset": self.pending_reset.copy()}
+        positions, pending = self.stream.position
+        return {"sha256": self.sha256, "step": self.stream.step,
+                "positions": positions.copy(), "pending_reset": pending.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["sha256"] != self.sha256:
             raise TextError(f"task 'text': {self.options.path!r} has changed since the state "
                             "was saved (SHA-256 differs)")
         positions = np.asarray(state["positions"], dtype=np.int64)
-        if positions.shape != (self.batch,) or positions.min() < 0 or \
-                positions.max() + 1 >= len(self.codes):
+        pending = np.asarray(state["pending_reset"], dtype=bool)
+        if positions.shape != (self.batch,) or pending.shape != (self.batch,) or \
+                positions.min() < 0 or positions.max() + 1 >= len(self.codes):
             raise TextError("task 'text': saved positions do not fit this text and batch")
-        self.positions = positions.copy()
-        self.pending_reset = np.asarray(state["pending_reset"], dtype=bool).copy()
-        self.step_count = int(state["step"])
-
+        self.stream.seek((positions.copy(), pending.copy()), int(state["step"]))
