@@ -3,7 +3,9 @@
     python benchmarks/tables.py docs/performance/cpu-float64-b1.json [more.json ...]
 
 For each file: one table of µs per step by estimator (rows) and n (columns) with the ratio to
-the forward-only step, one of the estimator's state memory, and one of the fitted exponents.
+the forward-only step, one of the estimator's state memory, one of the ratio to the
+memory-bandwidth bound with the NumPy calls per step (files that have them), and one of the
+fitted exponents (with those of the marginal cost t − t_fwd, where the file has them).
 Not an asv benchmark (asv only collects ``time_``, ``peakmem_``, ``track_``... functions).
 """
 
@@ -63,6 +65,31 @@ def memory_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def bound_table(data: dict[str, Any]) -> list[str]:
+    """Per estimator and n: the step time over its memory-bandwidth bound / NumPy calls per step
+    (``–`` where not measured or not counted); no table for a file without the bound."""
+    if not any(r.get("ratio_to_bound") for r in data["rows"]):
+        return []
+    names = list(dict.fromkeys(r["estimator"] for r in data["rows"]))
+    sizes = sorted({r["n"] for r in data["rows"]})
+    rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
+
+    def cell(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "–"
+        calls = row.get("numpy_calls_per_step")
+        return f"{row['ratio_to_bound']:.1f}× / " + ("–" if calls is None else f"{calls:,.0f}")
+
+    lines = ["| estimator | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+             "|---|" + "---:|" * len(sizes),
+             "| bandwidth (GB/s) | " + " | ".join(
+                 f"{b['bytes_per_s'] / 1e9:.3g}" for b in data["bandwidth"]) + " |"]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(cell(rows.get((name, n))) for n in sizes)
+                     + " |")
+    return lines
+
+
 def ratio_slope(data: dict[str, Any], name: str, sizes: list[int]) -> float | None:
     """Log–log slope of the ratio to the forward-only step against P: ≈ 0 when the estimator
     grows like the forward-only step (both O(P)), ≈ 1 when it grows P times faster (O(P²))."""
@@ -75,9 +102,22 @@ def ratio_slope(data: dict[str, Any], name: str, sizes: list[int]) -> float | No
     return loglog_slope([r["P"] for r in rows], [r["ratio_to_forward"] for r in rows])[0]
 
 
+def _marginal_cells(fit: dict[str, Any]) -> str:
+    """The marginal fit's sizes, log–log slope and k (``–`` where there is none)."""
+    marginal = fit.get("marginal")
+    if marginal is None or marginal["fit"] is None:
+        return " | " + ("n/a" if marginal and not marginal["sizes"] else "–") + " | – | –"
+    m = marginal["fit"]
+    k = "–" if m["exponent"] is None else f"{m['exponent']:.2f}"
+    return f" | {marginal['sizes'][0]}…{marginal['sizes'][-1]} | {m['slope']:.2f} | {k}"
+
+
 def fit_table(data: dict[str, Any]) -> list[str]:
+    marginal = any("marginal" in fit for fit in data["fits"].values())
     lines = ["| estimator | sizes n | log–log slope | k of t = t₀ + c·P^k | t₀ (µs) "
-             "| slope of × forward |", "|---|---|---:|---:|---:|---:|"]
+             "| slope of × forward |" + (" t − t_fwd: sizes n | its slope | its k |"
+                                         if marginal else ""),
+             "|---|---|---:|---:|---:|---:|" + ("---|---:|---:|" if marginal else "")]
     for name, fit in data["fits"].items():
         control = name == CONTROL
         rows = data.get("control", []) if control else [
@@ -89,7 +129,7 @@ def fit_table(data: dict[str, Any]) -> list[str]:
         rs = None if name == "readout-only" or control else ratio_slope(data, name, ns)
         rs_text = "–" if rs is None else f"{rs:+.2f}"
         lines.append(f"| {name} | {ns[0]}…{ns[-1]} | {fit['slope']:.2f} | {k} | {t0} "
-                     f"| {rs_text} |")
+                     f"| {rs_text}" + (_marginal_cells(fit) if marginal else "") + " |")
     return lines
 
 
@@ -104,6 +144,8 @@ def render(path: Path) -> str:
              *step_time_table(data), "",
              "Memory: the estimator's state in floats per parameter / the most one step "
              "allocates, in units of P floats:", "", *memory_table(data), "",
+             *(["The step time over its memory-bandwidth bound (docs/performance.md) / NumPy "
+                "calls per step:", "", *bound_table(data), ""] if bound_table(data) else []),
              "Fitted scaling of the step time t with P:", "", *fit_table(data)]
     return "\n".join(parts) + "\n"
 

@@ -1,6 +1,7 @@
 """``gradflow bench`` and gradflow.tools.bench / gradflow.tools.scaling: the exponent fits on
-synthetic data, the JSON fields at tiny sizes, memory properties of the hot paths, and one-line
-errors.
+synthetic data, the JSON fields at tiny sizes (calls per step, the memory-bandwidth bound, the
+marginal fits), the tables at 80 and 120 columns, memory properties of the hot paths, and
+one-line errors.
 
 No assertion here depends on a timing (timings belong to the asv suite and docs/performance.md):
 the CLI runs are checked for their structure and for numbers that do not depend on the clock.
@@ -19,8 +20,15 @@ import gradflow.tools.bench as bench_module
 from gradflow import ScalingError
 from gradflow.tools.bench import (
     CONTROL,
+    MARGINAL_MIN_N,
+    BenchRow,
     bench_config,
+    bound_bytes,
+    count_plan,
+    default_estimators,
     make_trainer,
+    marginal_fit,
+    marginal_fits,
     merge_rounds,
     peak_step_bytes,
     run_bench,
@@ -28,6 +36,7 @@ from gradflow.tools.bench import (
 )
 from gradflow.tools.scaling import fit_scaling, loglog_slope, power_offset_fit
 from tests.test_cli_train import cli
+from tests.test_cli_usability import cli as cli_at
 
 P = np.array([4418.0, 17026.0, 66818.0, 264706.0, 1053698.0])  # the rnn's P at n = 64…1024
 
@@ -262,6 +271,7 @@ def test_bench_config_is_the_asv_suite_config() -> None:
     (["--dtype", "float16"], "unknown dtype 'float16'"),
     (["--backend", "torch"], "unknown backend 'torch'"),
     (["--threads", "-1"], "must not be negative"),
+    (["--count-budget", "-1"], "must not be negative"),
 ])
 def test_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, args, message) -> None:
     code, out, err = cli(monkeypatch, capsys, "bench", "-n", "4", *args)
@@ -277,3 +287,243 @@ def test_cupy_without_a_gpu_is_one_line(monkeypatch, capsys) -> None:
     code, _, err = cli(monkeypatch, capsys, "bench", "--backend", "cupy", "-n", "4")
     assert code == 2 and err.startswith("error: backend 'cupy'")
     assert len(err.strip().splitlines()) == 1
+
+
+# -- calls per step, the memory-bandwidth bound, the marginal fits -----------------------------
+def _estimator(name: str) -> type[gradflow.Estimator]:
+    return gradflow.get_registry().get("estimator", name).cls
+
+
+def _expected_bound(row: dict, itemsize: int, update: str, reads: int) -> int:
+    """The rule of the bound, written out: θ read and written by the update (all of it, or
+    θ_out only), θ_rec read ``reads`` times, the state read and written once."""
+    p_update = row["P"] if update == "all" else row["P"] - row["P_rec"]
+    return itemsize * (2 * p_update + reads * row["P_rec"]) + 2 * row["state_bytes"]
+
+
+def test_bench_json_reports_calls_bound_and_marginal(monkeypatch, capsys) -> None:
+    code, out, err = cli(monkeypatch, capsys, "bench", "-e", "readout-only,uoro,rtrl,tbptt",
+                         "-n", "8,16", "--repeat", "1", "--min-time", "0.005", "--truncation",
+                         "4", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["count_budget"] > 0 and data["marginal_min_n"] == MARGINAL_MIN_N == 128
+    bandwidth = {b["n"]: b for b in data["bandwidth"]}
+    assert set(bandwidth) == {8, 16}
+    for n, b in bandwidth.items():
+        assert b["P"] == n * n + 5 * n + 2 and b["bytes_per_pass"] == 3 * 8 * b["P"]
+        assert b["us"] == pytest.approx(float(np.median(b["block_us"])))
+        assert b["bytes_per_s"] == pytest.approx(b["bytes_per_pass"] / (b["us"] * 1e-6))
+    rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
+    for (name, n), row in rows.items():
+        # calls: counted on the numpy backend, over whole intervals (TBPTT's 4 steps)
+        assert row["calls_note"] is None, row["calls_note"]
+        assert row["numpy_calls_per_step"] > 10 and row["python_calls_per_step"] > 10
+        assert row["builtin_calls_per_step"] > 0
+        assert row["update_interval"] == (4 if name == "tbptt" else 1)
+        # the bound: its bytes at the bandwidth of this size
+        assert row["bandwidth_bytes_per_s"] == bandwidth[n]["bytes_per_s"]
+        assert row["bound_us"] == pytest.approx(row["bound_bytes"]
+                                                / row["bandwidth_bytes_per_s"] * 1e6)
+        assert row["ratio_to_bound"] == pytest.approx(row["us_per_step"] / row["bound_us"])
+        # the rule, exactly: θ_rec read twice by the estimators that propagate through it
+        if name == "readout-only":  # forward-only: θ_out updated, θ_rec read by the forward step
+            assert row["state_bytes"] == 0
+            assert row["bound_bytes"] == _expected_bound(row, 8, "out", 1)
+        else:  # uoro (rank-one: jvp_state, vjp), rtrl (jvp_state), tbptt (vjp)
+            assert row["state_bytes"] > 0
+            assert row["bound_bytes"] == _expected_bound(row, 8, "all", 2), name
+    # the rank-one bound at n = 8 in numbers: P = 106, P_rec = 88, state = n + P_rec floats
+    assert rows["uoro", 8]["bound_bytes"] == 8 * (2 * 106 + 2 * 88) + 2 * 8 * (8 + 88)
+    # the marginal fits: no size n ≥ 128 here, and none for the forward-only step
+    assert data["fits"]["uoro"]["marginal"] == {
+        "sizes": [], "P": [], "us": [], "fit": None,
+        "note": "needs two sizes n ≥ 128 (this run has 0)"}
+    assert data["fits"]["readout-only"]["marginal"]["note"].startswith("n/a")
+    assert "marginal" not in data["fits"][CONTROL]
+
+
+def test_the_bound_of_uoro_at_1024_is_six_passes_over_theta() -> None:
+    """The issue's figure: UORO, n = 1024, B = 1, float64: 8 · (2P + 2P_rec) + 2 · 8 · (n + P_rec)
+    bytes ≈ 6 · 8 · P ≈ 50.5 MB."""
+    n = 1024
+    p, p_rec = n * n + 5 * n + 2, n * n + 3 * n
+    nbytes = bound_bytes(_estimator("uoro"), p, p_rec, 8, 8 * (n + p_rec))
+    assert nbytes == 50_528_288 and nbytes / (6 * 8 * p) == pytest.approx(1.0, abs=2e-3)
+    assert bound_bytes(_estimator("readout-only"), p, p_rec, 4, 0) == 4 * (2 * (p - p_rec) + p_rec)
+    assert bound_bytes(_estimator("tbptt"), p, p_rec, 4, 100) == 4 * (2 * p + 2 * p_rec) + 200
+
+
+def test_bound_in_float32_uses_its_itemsize() -> None:
+    result = run_bench(["uoro"], [8], dtype="float32", repeat=1, min_time=0.001, count_budget=0)
+    (row,) = result.rows
+    assert row.state_bytes == 4 * (8 + 88)
+    assert row.bound_bytes == 4 * (2 * row.P + 2 * row.P_rec) + 2 * row.state_bytes
+    assert result.bandwidth[0]["bytes_per_pass"] == 3 * 4 * row.P
+    assert row.calls_note == "not counted (count budget 0)" and row.numpy_calls_per_step is None
+
+
+def test_calls_are_not_counted_on_array_api_strict() -> None:
+    result = run_bench(["uoro"], [8], backend="array_api_strict", repeat=1, min_time=0.001)
+    (row,) = result.rows
+    assert (row.numpy_calls_per_step, row.python_calls_per_step,
+            row.builtin_calls_per_step) == (None, None, None)
+    assert "numpy backend only" in row.calls_note
+    # the bound is measured there all the same, in that backend's namespace
+    assert row.bound_us > 0 and row.ratio_to_bound > 0
+    assert row.bound_bytes == 8 * (2 * row.P + 2 * row.P_rec) + 2 * row.state_bytes
+
+
+def test_a_count_over_its_budget_is_not_made() -> None:
+    """A count that would take longer than the budget is skipped and says why, not estimated."""
+    result = run_bench(["tbptt"], [8], repeat=1, min_time=0.001, truncation=4,
+                       count_budget=1e-9)
+    (row,) = result.rows
+    assert row.numpy_calls_per_step is None and row.python_calls_per_step is None
+    steps, warmup = count_plan(4)
+    assert (steps, warmup) == (200, 8)  # whole intervals, ≥ 8 of them and ≥ 200 steps
+    assert row.calls_note.startswith("not counted: counting would take at least")
+    assert f"2 × {steps + warmup} steps" in row.calls_note
+    assert count_plan(16) == (208, 32) and count_plan(1) == (200, 2)
+    assert count_plan(50) == (400, 100)
+
+
+def test_marginal_fit_of_synthetic_points() -> None:
+    """m = t − t_fwd, fitted over n ≥ 128 only; exact on an exact power law."""
+    ns = [64, 128, 256, 512, 1024, 2048]
+    points = [(n, n * n + 5 * n + 2, 40.0 + 1e-3 * n ** 2 + 3e-4 * (n * n + 5 * n + 2), 40.0
+               + 1e-3 * n ** 2) for n in ns]
+    fit = marginal_fit(points)
+    assert fit.sizes == ns[1:] and fit.P == [n * n + 5 * n + 2 for n in ns[1:]]
+    assert fit.us == pytest.approx([3e-4 * p for p in fit.P])
+    assert fit.note is None and fit.fit.slope == pytest.approx(1.0, abs=1e-12)
+    assert fit.fit.points == 5 and fit.fit.exponent == pytest.approx(1.0, abs=1e-3)
+    assert marginal_fit(points, min_n=1024).fit.points == 2
+    one = marginal_fit(points[:2])
+    assert one.fit is None and one.note == "needs two sizes n ≥ 128 (this run has 1)"
+    slower = [(n, p, t, t_fwd) for n, p, t, t_fwd in points]
+    slower[2] = (256, slower[2][1], 10.0, 20.0)  # not slower than the forward-only step
+    bad = marginal_fit(slower)
+    assert bad.fit is None and bad.note.endswith("at n = 256") and bad.us[1] == -10.0
+
+
+def _row(estimator: str, n: int, us: float) -> BenchRow:
+    return BenchRow(estimator=estimator, n=n, P=n * n + 5 * n + 2, P_rec=n * n + 3 * n,
+                    us_per_step=us, us_min=us, us_max=us, steps_per_block=1, blocks=1,
+                    block_us=[us], state_bytes=0, state_bytes_per_param=0.0,
+                    state_floats_per_param=0.0, peak_step_bytes=None)
+
+
+def test_marginal_fits_take_the_forward_only_step_at_the_same_n() -> None:
+    rows = [_row("readout-only", n, 50.0 + n) for n in (64, 128, 512, 2048)]
+    rows += [_row("uoro", n, 60.0 + 3 * n) for n in (64, 128, 256, 512, 2048)]
+    fits = marginal_fits(rows, "readout-only")
+    assert fits["readout-only"].fit is None and fits["readout-only"].note.startswith("n/a")
+    uoro = fits["uoro"]  # n = 256 has no forward-only step: left out; n = 64 < 128: left out
+    assert uoro.sizes == [128, 512, 2048] and uoro.us == [10.0 + 2 * n for n in (128, 512, 2048)]
+    assert uoro.fit.slope == pytest.approx(loglog_slope(uoro.P, uoro.us)[0])
+    assert marginal_fits(rows, "readout-only", fit_min_n=512)["uoro"].sizes == [512, 2048]
+
+
+def test_the_marginal_fit_of_a_run(monkeypatch, capsys) -> None:
+    """Two sizes n ≥ 128: the marginal cost of each size is the difference of the two rows, and
+    it is fitted (or says why not); the CLI shows it."""
+    code, out, err = cli(monkeypatch, capsys, "bench", "-e", "readout-only,tbptt", "-n",
+                         "8,128,144", "--repeat", "1", "--min-time", "0.002", "--truncation", "4",
+                         "--count-budget", "0", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    rows = {(r["estimator"], r["n"]): r for r in data["rows"]}
+    marginal = data["fits"]["tbptt"]["marginal"]
+    assert marginal["sizes"] == [128, 144] and marginal["P"] == [rows["tbptt", n]["P"]
+                                                                  for n in (128, 144)]
+    assert marginal["us"] == pytest.approx([rows["tbptt", n]["us_per_step"]
+                                            - rows["readout-only", n]["us_per_step"]
+                                            for n in (128, 144)])
+    if min(marginal["us"]) > 0:
+        assert marginal["note"] is None and marginal["fit"]["points"] == 2
+        assert marginal["fit"]["slope"] == pytest.approx(
+            loglog_slope(marginal["P"], marginal["us"])[0])
+    else:  # a noisy machine: the step was not slower than the forward-only one at some n
+        assert marginal["fit"] is None and "not slower" in marginal["note"]
+    assert data["fits"]["tbptt"]["points"] == 3  # the plain fit keeps every size
+
+
+def test_bench_text_shows_the_new_columns(monkeypatch, capsys) -> None:
+    code, out, err = cli_at(monkeypatch, capsys, "bench", "-e", "readout-only,uoro", "-n",
+                            "8,128,144", "--repeat", "1", "--min-time", "0.002", columns=120)
+    assert code == 0, err
+    for header in ("µs/step", "× fwd", "bound µs", "× bound", "NumPy", "calls", "Python",
+                   "Δ sizes", "Δ slope", "Δ k", "bandwidth of x += y: n=8 "):
+        assert header in out, header
+    lines = out.splitlines()
+    (uoro_fit,) = [line for line in lines if line.split()[:2] == ["uoro", "8…144"]]
+    assert "128…144" in uoro_fit
+    (forward_fit,) = [line for line in lines if line.split()[:2] == ["readout-only", "8…144"]]
+    assert forward_fit.split()[-3:] == ["n/a", "n/a", "n/a"]
+    first = next(line.split() for line in lines if line.split()[:2] == ["uoro", "8"])
+    assert first[-1].replace(",", "").isdigit()  # its NumPy calls, counted
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_bench_tables_keep_every_estimator_name_whole(columns: int, monkeypatch,
+                                                     capsys) -> None:
+    """Every online estimator, named in full in the step table, the memory table and the fits,
+    whatever the width; no line wider than the terminal."""
+    code, out, err = cli_at(monkeypatch, capsys, "bench", "-n", "4,6", "--repeat", "1",
+                            "--min-time", "0.001", "--count-budget", "0", columns=columns)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= columns for line in lines), max(lines, key=len)
+    names = default_estimators()
+    assert len(names) >= 6 and "kalman-nobacktrack" in names
+    for name in names:
+        rows = [line for line in lines if line.split()[:1] == [name]]
+        assert len(rows) == 2 + 2 + 1, (name, rows)  # two sizes, two tables; one fit
+    assert any(line.startswith(CONTROL + " ") for line in lines)
+    assert "…" not in "".join(line.split()[0] for line in lines if line.split())
+
+
+# -- the asv suite and the tables of docs/performance.md ------------------------------------
+def test_asv_tracks_the_marginal_exponent_and_the_calls() -> None:
+    """benchmarks/scaling.py's Marginal on a synthetic cache (every step 40 µs plus a multiple of
+    the forward-only step's O(P) part: each marginal cost is exactly ∝ P), benchmarks/calls.py's
+    Calls on a real count."""
+    from benchmarks import calls, scaling
+
+    assert scaling.MARGINAL_SIZES == [128, 256, 512, 1024, 2048]
+    assert "readout-only" not in scaling.Marginal.params[0]
+    cache = {f"{name}/{n}": 40.0 + (1 + i) * 3e-3 * scaling._params(n)
+             for i, name in enumerate(scaling.LINEAR) for n in scaling.MEASURED_SIZES}
+    assert scaling.LINEAR[0] == "readout-only"
+    marginal = scaling.Marginal()
+    for name in scaling.Marginal.params[0]:
+        marginal.setup(cache, name)
+        assert marginal.track_marginal_slope(cache, name) == pytest.approx(1.0, abs=1e-12)
+        assert marginal.track_marginal_exponent(cache, name) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(NotImplementedError):
+        scaling.Marginal().setup({}, "uoro")
+    counted = calls.Calls()
+    counted.setup("uoro")
+    want = bench_module.count_step_calls("uoro", calls.N)
+    assert counted.track_numpy_calls_per_step("uoro") == want.numpy_calls > 0
+    assert counted.track_python_calls_per_step("uoro") == want.python_calls > 0
+
+
+def test_tables_render_the_bound_the_calls_and_the_marginal_fits(tmp_path) -> None:
+    from benchmarks import tables
+
+    data = run_bench(["readout-only", "uoro"], [4, 128, 144], repeat=1, min_time=0.001,
+                     count_budget=1e-9).to_dict()
+    data["rows"][0]["numpy_calls_per_step"] = 35.0  # one counted row: its cell shows the count
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps(data))
+    text = tables.render(source)
+    assert "memory-bandwidth bound" in text and "t − t_fwd: sizes n" in text
+    (forward,) = [line for line in text.splitlines()
+                  if line.startswith("| readout-only |") and "× / 35 |" in line]
+    assert forward.count("× / –") == 2  # the other sizes were not counted
+    (fit,) = [line for line in text.splitlines() if line.startswith("| uoro | 4…144 |")]
+    marginal = data["fits"]["uoro"]["marginal"]["fit"]  # None where uoro was not slower
+    want = " | – | – | – |" if marginal is None else f" | 128…144 | {marginal['slope']:.2f} | – |"
+    assert fit.endswith(want)
