@@ -206,6 +206,10 @@ def bench(
         "--count-budget", metavar="SECONDS",
         help="count a row's NumPy and Python calls per step (numpy backend, after its timing) "
              "unless that would take longer than this (0: do not count)")] = COUNT_BUDGET_S,
+    replicas: Annotated[int, typer.Option(
+        "--replicas", "-R", metavar="R",
+        help="instead: time R replicated runs (run.replicas) against one run, per estimator and "
+             "size: µs per step, per replica, and the throughput ratio")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Time one online step (task → forward → loss → estimator → clip → optimizer) for each
@@ -229,6 +233,9 @@ def bench(
                          "negative")
     validate_request(result_args["estimators"] or default_estimators(), result_args["sizes"],
                      batch, repeat, min_time, truncation, backend, dtype, rounds, count_budget)
+    if replicas:
+        _bench_replicas(replicas, result_args, as_json)
+        return
     if as_json:
         typer.echo(json.dumps(run_bench(**result_args).to_dict(), indent=2))
         return
@@ -243,3 +250,38 @@ def bench(
 
         result = run_bench(**result_args, progress=advance)
     print_tables(result)
+
+
+def _bench_replicas(replicas: int, args: dict[str, Any], as_json: bool) -> None:
+    """``--replicas R``: each estimator and size, R replicas against one run (see
+    :mod:`gradflow.tools.replica_bench`)."""
+    from gradflow.tools.replica_bench import measure_replicas
+    from gradflow.training.threads import blas_threads
+
+    if replicas < 2:
+        raise BenchError(f"--replicas must be at least 2, got {replicas}")
+    rows = []
+    with blas_threads(args["threads"]):
+        for estimator in args["estimators"] or default_estimators():
+            for n in args["sizes"]:
+                rows.append(measure_replicas(
+                    estimator, n, replicas, args["batch"], args["backend"], args["dtype"],
+                    args["repeat"], args["min_time"], args["truncation"]))
+    if as_json:
+        typer.echo(json.dumps({"replicas": replicas, "rows": [r.to_dict() for r in rows]},
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(f"{replicas} replicated runs against one run (µs per step, "
+                             f"median of {args['repeat']} blocks)"), box=None)
+    for col in ("estimator", "n", "advance", "one run", "R runs", "per replica", "× throughput"):
+        table.add_column(Text(col), justify="left" if col in ("estimator", "advance") else "right",
+                         no_wrap=col == "estimator")
+    for r in rows:
+        table.add_row(r.estimator, str(r.n), "together" if r.batched else "in turn",
+                      f"{r.us_one:,.1f}", f"{r.us_group:,.1f}", f"{r.us_per_replica:,.2f}",
+                      f"{r.throughput:.2f}")
+    Console(highlight=False).print(table)

@@ -21,6 +21,7 @@ import typer
 from gradflow.contracts.errors import ConfigError
 from gradflow.contracts.losses import LN2
 from gradflow.runfiles.config import build_config
+from gradflow.training.replicas import ReplicatedTrainer, is_group
 from gradflow.training.trainer import Trainer
 
 _FLAGS = {
@@ -28,6 +29,7 @@ _FLAGS = {
     "steps": "run.steps", "batch": "run.batch", "seed": "run.seed", "backend": "run.backend",
     "dtype": "run.dtype", "optimizer": "optimizer.name", "lr": "optimizer.lr",
     "out": "run.out", "checkpoint_every": "run.checkpoint_every", "logger": "run.loggers",
+    "replicas": "run.replicas",
 }
 
 
@@ -87,6 +89,11 @@ def train(
         metavar="N",
         help="steps between checkpoints (default 10000; 0: only at the end); the last two are "
              "kept")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        metavar="R",
+        help="R runs advanced together, seeds seed … seed + R − 1 (run.replica_seeds, "
+             "optimizer.replica_lrs to choose), each in DIR/replica-NNN exactly as the run "
+             "made alone (default 1)")] = None,
     logger: Annotated[list[str] | None, typer.Option(
         "--logger", metavar="NAME",
         help="also log the metrics with this logger plugin (tensorboard, mlflow), repeatable; "
@@ -121,7 +128,7 @@ def train(
     values = {"model": model, "estimator": estimator, "task": task, "steps": steps,
               "batch": batch, "seed": seed, "backend": backend, "dtype": dtype,
               "optimizer": optimizer, "lr": lr, "out": out, "checkpoint_every": checkpoint_every,
-              "logger": logger or None}
+              "logger": logger or None, "replicas": replicas}
     from rich.console import Console
 
     err = Console(stderr=True)
@@ -134,7 +141,9 @@ def train(
             raise ConfigError(f"--resume continues a run with the configuration it was started "
                               f"with; it cannot be combined with {', '.join(given)} (only "
                               "--steps, to change its length)")
-        trainer = Trainer.resume(resume, steps)
+        trainer: Trainer | ReplicatedTrainer = (
+            ReplicatedTrainer.resume(resume, steps) if is_group(resume)
+            else Trainer.resume(resume, steps))
         for note in trainer.notes:  # (skipped checkpoints are warnings: main prints them)
             err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         if not quiet:
@@ -142,7 +151,11 @@ def train(
                       f"{trainer.config.run.steps:,}", markup=False, highlight=False)
     else:
         flags = {_FLAGS[k]: v for k, v in values.items()}
-        trainer = Trainer(build_config(config, set_ or (), flags))
+        built = build_config(config, set_ or (), flags)
+        trainer = ReplicatedTrainer(built) if built.run.replicas > 1 else Trainer(built)
+    if isinstance(trainer, ReplicatedTrainer):
+        _train_replicas(trainer, force, quiet, err)
+        return
     resolved = trainer.config
     if not quiet:
         m = trainer.parts.model
@@ -159,7 +172,33 @@ def train(
         typer.echo(line)
 
 
-def _run_with_progress(trainer: Trainer, force: bool, console: Any) -> dict[str, Any]:
+def _train_replicas(group: ReplicatedTrainer, force: bool, quiet: bool, err: Any) -> None:
+    """A replicated run: a header, one progress bar, then a line per replica and the mean."""
+    first = group.members[0]
+    resolved, m = first.config, first.parts.model
+    how = "together" if group.batched else "one after the other (the model or estimator does " \
+        "not declare replicas)"
+    if not quiet:
+        err.print(f"training {len(group.members)} replicas of {resolved.model.name} "
+                  f"(n_state={m.n_state}, P={m.layout.size}) with {resolved.estimator.name} on "
+                  f"{resolved.task.name}: {resolved.run.steps:,} steps, advanced {how}",
+                  markup=False, highlight=False)
+    summaries = (group.run(force=force) if quiet
+                 else _run_with_progress(group, force, err))
+    finals = []
+    for member, summary in zip(group.members, summaries, strict=True):
+        final = summary["final_loss"]
+        finals.append(final)
+        typer.echo(f"{Path(str(member.config.run.out)).name}: seed {member.config.run.seed}, "
+                   f"lr {member.config.optimizer.lr:g}, final loss {_fmt(final)} nats")
+    mean = sum(finals) / len(finals)
+    first_summary = summaries[0]
+    typer.echo(f"mean final loss {mean:.4f} nats over {len(finals)} replicas, "
+               f"{first_summary['steps']:,} steps in {first_summary['seconds']:.1f} s")
+    typer.echo(f"run directory: {group.out}")
+
+
+def _run_with_progress(trainer: Any, force: bool, console: Any) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

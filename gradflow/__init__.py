@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from gradflow.contracts.backend import BACKEND_NAMES, DTYPE_NAMES, Backend, get_backend
 from gradflow.contracts.blocking import TEMPORARY_BLOCK, block_size, blocks
+from gradflow.contracts.direction import FactoredDirection
 from gradflow.contracts.errors import (
     BackendUnavailableError,
     BenchError,
@@ -42,6 +43,7 @@ from gradflow.contracts.errors import (
     TrainingInterrupted,
 )
 from gradflow.contracts.estimator import KINDS, Estimator, EstimatorOptions, StepRecord
+from gradflow.contracts.inplace import add_block_diagonal, add_row_outer, matmul_into
 from gradflow.contracts.layout import ParamLayout, ParamSpec
 from gradflow.contracts.logger import Logger, LoggerOptions, RunRecord
 from gradflow.contracts.losses import LN2, get_loss
@@ -51,8 +53,10 @@ from gradflow.contracts.model import (
     JVP_STATE,
     OPTIONAL_PRIMITIVES,
     PARAM_JACOBIAN,
+    PARAM_JACOBIAN_ACCUMULATE,
     PARAM_ROW_SQNORMS,
     READOUT,
+    STATE_JACOBIAN,
     VJP,
     VJP_PARAM_SQNORMS,
     Model,
@@ -77,7 +81,7 @@ from gradflow.registry.factory import (
 from gradflow.registry.hookspecs import hookimpl
 from gradflow.runfiles.config import TrainConfig, build_config
 from gradflow.runfiles.run import Run, load_run
-from gradflow.training.api import resume, train
+from gradflow.training.api import resume, resume_replicas, train, train_replicas
 from gradflow.training.step import StepOutcome, online_step
 from gradflow.training.trainer import Trainer
 from gradflow.verification.reference import bptt_gradients
@@ -95,8 +99,10 @@ __all__ = [
     "LN2",
     "OPTIONAL_PRIMITIVES",
     "PARAM_JACOBIAN",
+    "PARAM_JACOBIAN_ACCUMULATE",
     "PARAM_ROW_SQNORMS",
     "READOUT",
+    "STATE_JACOBIAN",
     "TEMPORARY_BLOCK",
     "VJP",
     "VJP_PARAM_SQNORMS",
@@ -116,6 +122,7 @@ __all__ = [
     "CounterRNG",
     "Estimator",
     "EstimatorOptions",
+    "FactoredDirection",
     "GradflowError",
     "GradflowWarning",
     "Logger",
@@ -150,6 +157,8 @@ __all__ = [
     "TrainingInterrupted",
     "Window",
     "__version__",
+    "add_block_diagonal",
+    "add_row_outer",
     "block_size",
     "blocks",
     "bptt_gradients",
@@ -165,11 +174,14 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "load_run",
+    "matmul_into",
     "online_step",
     "register_plugin",
     "reload_registry",
     "resume",
+    "resume_replicas",
     "sigmoid",
     "train",
+    "train_replicas",
     "unregister_plugin",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gradflow_plugins.estimators.readout_only import ReadoutOnly
 
 import gradflow
 from gradflow.testing import check_estimator, estimator_checks
@@ -349,3 +350,31 @@ def test_preconditioned_estimators_are_checked_raw() -> None:
     report = check_estimator(est, n_samples=100)
     assert report["ratio"] == 0.0 and report["mean_rel_error"] < 1e-12
     assert est.precondition is True  # the instance checked is left as it was
+
+
+class MixesReplicas(ReadoutOnly):
+    """Declares replicas but lets the replicas' readout gradients leak into each other."""
+
+    name = "mixes-replicas"
+    replicas = True
+
+    def step(self, record: gradflow.StepRecord) -> Any:
+        direction = super().step(record)
+        if direction.ndim > 1:  # replicated: every replica gets the mean of all of them
+            direction[...] = self.xp.mean(direction, axis=0)
+        return direction
+
+
+def test_replicas_that_do_not_match_the_runs_alone_are_named() -> None:
+    """replicas_match_alone runs for an estimator and a model that declare replicas, and finds
+    a replica whose direction is not its run's own."""
+    model = small_model("rnn")
+    names = [c.name for c in estimator_checks("readout-only", model)]
+    assert names[-2:] == ["replicas_match_alone", "matches_reference"]
+    assert "replicas_match_alone" not in [c.name for c in estimator_checks("rtrl", model)]
+    est = MixesReplicas(model, MixesReplicas.Options())
+    check = next(c for c in estimator_checks(est) if c.name == "replicas_match_alone")
+    with pytest.raises(AssertionError, match=r"estimator 'mixes-replicas' on model 'rnn': check "
+                       r"'replicas_match_alone': step 0, replica 0: the direction differs from "
+                       r"the run alone's by \S+ \(tolerance 1e-12\)"):
+        check.run()

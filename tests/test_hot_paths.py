@@ -132,8 +132,8 @@ def test_conformance_names_a_broken_fast_primitive(broken: str, label: str) -> N
     from gradflow.testing import check_model
 
     class Broken(RNN):
-        def vjp_accumulate(self, theta, cache, u, acc, state=True):
-            out = super().vjp_accumulate(theta, cache, u, acc, state)
+        def vjp_accumulate(self, theta, cache, u, acc, state=True, scale=None):
+            out = super().vjp_accumulate(theta, cache, u, acc, state, scale)
             if (broken == "sum") == (acc.ndim == 1) and broken != "sqnorm":
                 acc[:3] *= 1.01  # a wrong first entry of every block
             return out

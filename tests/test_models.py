@@ -42,6 +42,8 @@ def test_every_primitive_matches_finite_differences(key: str,
         gradflow.PARAM_JACOBIAN: {"param_jacobian"},
         gradflow.PARAM_ROW_SQNORMS: {"param_row_sqnorms", "param_row_sqnorms (inv_metric)"},
         gradflow.VJP_PARAM_SQNORMS: {"vjp_param_sqnorms"},
+        gradflow.STATE_JACOBIAN: {"state_jacobian"},
+        gradflow.PARAM_JACOBIAN_ACCUMULATE: {"param_jacobian_accumulate"},
     }
     expected = set().union(*(checked.get(c, set()) for c in model.capabilities))
     assert expected <= set(errors)
@@ -271,3 +273,27 @@ def test_influence_truncation_points_the_wrong_way() -> None:
     # wrong up to 40
     assert _long_run_gradient("tbptt", truncation=40, interval=1) < 0
     assert _long_run_gradient("tbptt", truncation=41, interval=1) > 0
+
+
+def test_check_model_names_a_replica_that_is_not_its_own_run() -> None:
+    """A model that declares replicas is called with θ (R, P): a forward step that lets one
+    replica's state leak into the others fails the replica check, naming the primitive."""
+    from gradflow_plugins.models.rnn import RNN
+
+    class Leaky(RNN):
+        name = "leaky-replicas"
+        replicas = True
+
+        def forward(self, theta, h, x):
+            h_next, cache = super().forward(theta, h, x)
+            if theta.ndim > 1:
+                h_next = h_next + 1e-3 * self.xp.mean(h_next, axis=0)
+            return h_next, cache
+
+    model = Leaky(Leaky.Options(n_in=3, n_hidden=5, n_out=2), gradflow.get_backend())
+    with pytest.raises(AssertionError, match=r"model 'leaky-replicas': forward with a replicated "
+                       r"θ: replica 0 differs from the call on its own θ by \S+ \(tolerance "
+                       r"1e-12\)"):
+        check_model(model)
+    report = check_model(small_model("rnn"))
+    assert report["forward (replicas)"] == 0.0 and report["vjp_accumulate (scale)"] < 1e-6

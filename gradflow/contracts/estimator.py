@@ -48,8 +48,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from gradflow.contracts.errors import ShapeError
 from gradflow.contracts.model import Cache, Model
-from gradflow.contracts.random import CounterRNG
+from gradflow.contracts.random import CounterRNG, ReplicaRNG
 from gradflow.contracts.state import (
     State,
     StateField,
@@ -57,6 +58,7 @@ from gradflow.contracts.state import (
     check_fields,
     reset_streams,
     restore,
+    restore_replica,
     snapshot,
 )
 
@@ -87,6 +89,23 @@ class EstimatorOptions(BaseModel):
     """Base of estimator options: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def runs_replicated(estimator: Estimator | type[Estimator]) -> bool:
+    """Whether the estimator's class itself declares ``replicas`` (see the attribute)."""
+    cls = estimator if isinstance(estimator, type) else type(estimator)
+    return bool(cls.__dict__.get("replicas", False))
+
+
+def takes_factors(estimator: Estimator) -> bool:
+    """Whether ``estimator``'s step may be asked for factored directions: the class that defines
+    the :meth:`~Estimator.step` it runs declares ``returns_factors`` itself. A subclass that
+    overrides ``step`` (and may treat what ``super().step`` returns as an array) does not
+    inherit the declaration, so it keeps getting arrays."""
+    for cls in type(estimator).__mro__:
+        if "step" in cls.__dict__:
+            return bool(cls.__dict__.get("returns_factors", False))
+    return False
 
 
 class Estimator(ABC):
@@ -124,6 +143,19 @@ class Estimator(ABC):
     #: ``gradflow check`` set it to False on the instance to read the raw gradient estimate ĝ;
     #: the estimator's state evolves the same either way. Estimators without one ignore it.
     precondition: bool = True
+    #: True if :meth:`step` works with a leading replica axis on everything (R runs advanced
+    #: together: θ (R, P), δ (R, B, n), the state (R, B, …)) and returns one direction per replica
+    #: — what R estimators of its own would return. Declared by each class for itself (a
+    #: subclass that changes any part of the step does not inherit it: :func:`runs_replicated`).
+    #: Without it, replicated runs step one replica after the other.
+    replicas: ClassVar[bool] = False
+    #: True on the class that implements :meth:`step` if that step can return its direction by
+    #: its factors (a :class:`~gradflow.FactoredDirection`) when the caller asks for them
+    returns_factors: ClassVar[bool] = False
+    #: Whether the caller takes the direction by its factors: set by the trainer, whose clipping
+    #: and optimizer use them, when :func:`takes_factors` allows it; every other caller gets
+    #: arrays. An estimator that cannot return factors ignores it.
+    factors: bool = False
 
     def __init__(self, model: Model, options: BaseModel) -> None:
         self.model = model
@@ -133,7 +165,9 @@ class Estimator(ABC):
         self.dtype = model.backend.dtype
         self.layout = model.layout
         self.batch = 0
-        self.rng = CounterRNG(self.xp, 0)
+        self.rng: CounterRNG | ReplicaRNG = CounterRNG(self.xp, 0)
+        #: the leading axes of the state and of the directions: (R,) for R replicated runs
+        self.lead: tuple[int, ...] = ()
         #: the estimator's state: one attribute per declared field (see :meth:`state_fields`)
         self.state = State()
         self._fields: tuple[StateField, ...] = ()
@@ -192,12 +226,26 @@ class Estimator(ABC):
         return 1 if self.online else None
 
     # -- lifecycle, done by the base class ---------------------------------------------------
-    def start(self, batch: int, seed: int = 0) -> None:
-        """(Re)initialise the state for ``batch`` streams; seed the estimator's generator."""
+    def start(self, batch: int, seed: int = 0, replica_seeds: list[int] | None = None) -> None:
+        """(Re)initialise the state for ``batch`` streams; seed the estimator's generator.
+
+        With ``replica_seeds`` (an estimator that declares ``replicas``), the state is that of
+        R = len(replica_seeds) runs advanced together: every array with a leading replica axis,
+        and a generator per replica (:class:`~gradflow.contracts.random.ReplicaRNG`) seeded as
+        each run made alone would be."""
         self.batch = int(batch)
-        self.rng = CounterRNG(self.xp, seed)
+        if replica_seeds is None:
+            self.rng = CounterRNG(self.xp, seed)
+            self.lead: tuple[int, ...] = ()
+        else:
+            if not runs_replicated(self):
+                raise TypeError(f"{self._owner} does not declare replicas: its step works on one "
+                                "run's arrays")
+            self.rng = ReplicaRNG(self.xp, list(replica_seeds))
+            self.lead = (len(replica_seeds),)
         self._fields = check_fields(self.state_fields(), self._owner)
-        self.state = allocate(self._fields, self.xp, self.dtype, self.batch)
+        self.state = allocate(self._fields, self.xp, self.dtype, self.batch, self.lead)
+        self._direction = None
         self.setup_workspace()
 
     def reset(self, mask: Array) -> None:
@@ -223,6 +271,24 @@ class Estimator(ABC):
         self.rng = CounterRNG.from_entries(self.xp, state)
         self._fields = check_fields(self.state_fields(), self._owner)
         self.state = restore(self._fields, state, self.load_array, self.batch, self._owner)
+        self.setup_workspace()
+
+    def replica_state_dict(self, replica: int) -> StateDict:
+        """The :meth:`state_dict` of replica ``replica`` of a replicated estimator: what the
+        estimator of that run made alone would give (a checkpoint of that run alone)."""
+        rng = self.rng.rngs[replica]
+        out: StateDict = {"batch": self.batch, **rng.state_entries()}
+        out.update(snapshot(self._fields, self.state, self.copy_array, replica))
+        return out
+
+    def load_replica_state_dict(self, replica: int, state: StateDict) -> None:
+        """Load the state of a run made alone (a :meth:`state_dict`) into replica ``replica``."""
+        if int(state["batch"]) != self.batch:
+            raise ShapeError(f"{self._owner}: a state of {state['batch']} streams cannot be "
+                             f"loaded into replicated runs of {self.batch}")
+        self.rng.rngs[replica] = CounterRNG.from_entries(self.xp, state)
+        restore_replica(self._fields, self.state, replica, state, self.load_array, self.batch,
+                        self._owner)
         self.setup_workspace()
 
     def copy(self) -> Estimator:
@@ -261,13 +327,14 @@ class Estimator(ABC):
         """
         buf = self._direction
         if buf is None:
-            buf = self._direction = self.xp.zeros((self.layout.size,), dtype=self.dtype)
+            buf = self._direction = self.xp.zeros((*self.lead, self.layout.size),
+                                                  dtype=self.dtype)
         return buf
 
     def fill_direction(self, g_rec: Array | float, g_out: Array) -> Array:
         """:meth:`direction_buffer` set to [g_rec | g_out] (``g_rec`` may be a number, e.g. 0)."""
         buf = self.direction_buffer()
         n_rec = self.layout.n_rec
-        buf[:n_rec] = g_rec
-        buf[n_rec:] = g_out
+        buf[..., :n_rec] = g_rec
+        buf[..., n_rec:] = g_out
         return buf

@@ -125,16 +125,34 @@ class ParamLayout:
 
     def views(self, theta: Any) -> dict[str, Any]:
         """``{name: view}`` for every parameter of θ (cached like :meth:`view`; of the recurrent
-        parameters only for a vector of P_rec numbers)."""
+        parameters only for a vector of P_rec numbers).
+
+        θ may have leading axes: an array (B, P) or (B, P_rec) — one vector per stream, such as
+        a rank-one estimator's w̃ — has views of shape (B, *shape), so that a per-stream update
+        of one parameter is one operation on its view. Such views are made without a copy
+        (``reshape(..., copy=False)``: a backend that would have to copy raises instead of
+        handing out an array whose updates are lost).
+        """
         for vector, views in self._cached:
             if vector is theta:
                 return views
-        if theta.ndim == 1 and theta.shape[0] == self.n_rec and self.n_rec != self.size:
+        size = theta.shape[-1] if theta.ndim >= 1 else -1
+        if size == self.n_rec and self.n_rec != self.size:
             specs = [spec for spec in self.specs.values() if spec.recurrent]
-        else:
+        elif theta.ndim == 1:
             self._check(theta)
             specs = list(self.specs.values())
-        views = {spec.name: _reshape(theta[spec.slice], spec.shape) for spec in specs}
+        elif size == self.size:
+            specs = list(self.specs.values())
+        else:
+            raise ShapeError(f"vectors over θ must have {self.size} (or {self.n_rec}, θ_rec) "
+                             f"numbers in their last axis, got shape {tuple(theta.shape)}")
+        if theta.ndim == 1:
+            views = {spec.name: _reshape(theta[spec.slice], spec.shape) for spec in specs}
+        else:
+            lead = tuple(theta.shape[:-1])
+            views = {spec.name: _reshape(theta[..., spec.slice], lead + spec.shape, copy=False)
+                     for spec in specs}
         self._cached = [(theta, views), *self._cached[:_CACHED - 1]]
         return views
 
@@ -169,5 +187,6 @@ class ParamLayout:
 _CACHED = 4
 
 
-def _reshape(x: Any, shape: tuple[int, ...]) -> Any:
-    return namespace_of(x).reshape(x, shape)
+def _reshape(x: Any, shape: tuple[int, ...], copy: bool | None = None) -> Any:
+    xp = namespace_of(x)
+    return xp.reshape(x, shape) if copy is None else xp.reshape(x, shape, copy=copy)

@@ -22,14 +22,18 @@ LN2 = math.log(2.0)
 
 
 class Loss(Protocol):
+    """A loss of outputs ŷ (B, k) against targets; with leading axes (a replicated run: ŷ of
+    shape (R, B, k)) the mean is over each replica's B streams."""
+
     name: str
 
     def __call__(self, yhat: Array, target: Array) -> tuple[Array, Array]:
-        """(mean loss over streams as a 0-d array, ∂loss/∂ŷ of shape (B, k))."""
+        """(mean loss over the streams: a 0-d array, or (R,) with replicas; ∂loss/∂ŷ, the shape
+        of ŷ)."""
         ...
 
     def per_stream(self, yhat: Array, target: Array) -> Array:
-        """The loss of each stream, shape (B,)."""
+        """The loss of each stream, shape (B,) ((R, B) with replicas)."""
         ...
 
 
@@ -37,11 +41,12 @@ class CrossEntropy:
     name = "ce"
 
     def _probs_target(self, xp: Any, yhat: Array, target: Array) -> Array:
-        if target.ndim == 1:
+        if target.ndim == yhat.ndim - 1:
             if xp.isdtype(target.dtype, "real floating"):
-                raise ShapeError("ce: 1-D targets must be integer class labels")
-            classes = xp.arange(yhat.shape[1], dtype=target.dtype)
-            return xp.astype(target[:, None] == classes[None, :], yhat.dtype)
+                raise ShapeError("ce: targets with one number per stream must be integer class "
+                                 "labels")
+            classes = xp.arange(yhat.shape[-1], dtype=target.dtype)
+            return xp.astype(target[..., None] == classes, yhat.dtype)
         if tuple(target.shape) != tuple(yhat.shape):
             raise ShapeError(f"ce: targets of shape {tuple(target.shape)} do not match "
                              f"outputs of shape {tuple(yhat.shape)}")
@@ -49,9 +54,9 @@ class CrossEntropy:
 
     def _log_softmax(self, xp: Any, yhat: Array) -> tuple[Array, Array]:
         """(log softmax(ŷ), softmax(ŷ)) per stream, from ŷ shifted by its maximum."""
-        z = yhat - xp.max(yhat, axis=1, keepdims=True)
+        z = yhat - xp.max(yhat, axis=-1, keepdims=True)
         e = xp.exp(z)
-        total = xp.sum(e, axis=1, keepdims=True)
+        total = xp.sum(e, axis=-1, keepdims=True)
         z -= xp.log(total)
         e /= total
         return z, e
@@ -65,9 +70,9 @@ class CrossEntropy:
         xp = namespace_of(yhat)
         y = self._probs_target(xp, yhat, target)
         logp, p = self._log_softmax(xp, yhat)
-        batch = yhat.shape[0]
-        loss = -xp.sum(xp.vecdot(y, logp)) / batch
-        p *= xp.sum(y, axis=1, keepdims=True)  # softmax · Σ_k y_k (1 for a distribution)
+        batch = yhat.shape[-2]
+        loss = -xp.sum(xp.vecdot(y, logp), axis=-1) / batch
+        p *= xp.sum(y, axis=-1, keepdims=True)  # softmax · Σ_k y_k (1 for a distribution)
         p -= y
         if batch != 1:
             p /= batch
@@ -80,11 +85,11 @@ class MeanSquaredError:
     def per_stream(self, yhat: Array, target: Array) -> Array:
         xp = namespace_of(yhat)
         diff = yhat - self._target(yhat, target)
-        return 0.5 * xp.sum(diff * diff, axis=1)
+        return 0.5 * xp.sum(diff * diff, axis=-1)
 
     def _target(self, yhat: Array, target: Array) -> Array:
-        if target.ndim == 1 and yhat.shape[1] == 1:
-            target = namespace_of(yhat).reshape(target, (-1, 1))
+        if target.ndim == yhat.ndim - 1 and yhat.shape[-1] == 1:
+            target = target[..., None]
         if tuple(target.shape) != tuple(yhat.shape):
             raise ShapeError(f"mse: targets of shape {tuple(target.shape)} do not match "
                              f"outputs of shape {tuple(yhat.shape)}")
@@ -93,8 +98,8 @@ class MeanSquaredError:
     def __call__(self, yhat: Array, target: Array) -> tuple[Array, Array]:
         xp = namespace_of(yhat)
         diff = yhat - self._target(yhat, target)
-        batch = yhat.shape[0]
-        loss = 0.5 * xp.sum(diff * diff) / batch
+        batch = yhat.shape[-2]
+        loss = 0.5 * xp.sum(diff * diff, axis=(-2, -1)) / batch
         if batch != 1:
             diff /= batch
         return loss, diff

@@ -3,7 +3,8 @@
 All arrays carry a leading batch axis B ≥ 1 (independent streams). θ is one flat vector laid out
 by :attr:`Model.layout`, recurrent parameters first. Primitives never modify their inputs (θ, the
 cache, the tangents) and return new arrays, which the estimators' hot paths may then update in
-place; :meth:`Model.vjp_accumulate` is the one primitive that writes, into its ``acc``.
+place; :meth:`Model.vjp_accumulate` and :meth:`Model.param_jacobian_accumulate` are the primitives
+that write, into their ``acc``.
 
 The required primitives are ``init_params``, ``forward``, ``readout`` and ``readout_vjp``. The
 optional ones (:data:`OPTIONAL_PRIMITIVES`) are provided by implementing the method of that name:
@@ -13,7 +14,8 @@ class's method raises :class:`~gradflow.CapabilityError` naming the model and th
 estimator lists the primitives it calls in ``requires``; asking for an impossible pair is a
 :class:`~gradflow.CapabilityError` when the estimator is created, never in the middle of a run.
 New structured primitives (a Kronecker factorisation of F_t, the diagonal of J_t) are added the
-same way: a name here, a method on the base that raises, an estimator that requires it.
+same way: a name here, a method on the base that raises, an estimator that requires it (or, like
+RTRL with ``state_jacobian`` and ``param_jacobian_accumulate``, uses it when ``model.has`` it).
 
 Notation (per stream, n = state size, P_rec = number of recurrent parameters;
 docs/architecture.md §4):
@@ -46,8 +48,18 @@ VJP = "vjp"
 PARAM_JACOBIAN = "param_jacobian"
 PARAM_ROW_SQNORMS = "param_row_sqnorms"
 VJP_PARAM_SQNORMS = "vjp_param_sqnorms"
-OPTIONAL_PRIMITIVES = (JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS, VJP_PARAM_SQNORMS)
+STATE_JACOBIAN = "state_jacobian"
+PARAM_JACOBIAN_ACCUMULATE = "param_jacobian_accumulate"
+OPTIONAL_PRIMITIVES = (JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS, VJP_PARAM_SQNORMS,
+                       STATE_JACOBIAN, PARAM_JACOBIAN_ACCUMULATE)
 ALL_CAPABILITIES = frozenset({FORWARD, READOUT, *OPTIONAL_PRIMITIVES})
+
+
+def runs_replicated(model: Model | type[Model]) -> bool:
+    """Whether the model's class itself declares ``replicas`` (a subclass that overrides a
+    primitive does not inherit the declaration)."""
+    cls = model if isinstance(model, type) else type(model)
+    return bool(cls.__dict__.get("replicas", False))
 
 
 class ModelOptions(BaseModel):
@@ -73,6 +85,12 @@ class Model(ABC):
     Options: ClassVar[type[BaseModel]] = ModelOptions
     #: the primitives this model provides: derived from the methods its class implements
     capabilities: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
+    #: True if every primitive it implements also takes a replicated θ (R, P) — R independent
+    #: runs advanced together — with the other arrays carrying the same leading axis, (R, B, …):
+    #: replica r's rows computed with θ[r], exactly as a run of its own would compute them.
+    #: A model without it runs replicated runs one replica after the other. Declared by each
+    #: class for itself (see :func:`runs_replicated`).
+    replicas: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,9 +186,26 @@ class Model(ABC):
         when the model has it and forms Uᵀ F_t otherwise."""
         raise self._lacks(VJP_PARAM_SQNORMS)
 
+    def state_jacobian(self, theta: Array, cache: Cache) -> Array:
+        """Dense J_t = ∂f/∂h_{t-1}, shape (B, n, n): J_t[b, i, j] = ∂h_t,bi/∂h_{t-1},bj.
+
+        O(n²) per stream (the dense matrix the JVP applies): RTRL multiplies it into its
+        sensitivities as one matrix product per stream (docs/architecture.md §6)."""
+        raise self._lacks(STATE_JACOBIAN)
+
+    def param_jacobian_accumulate(self, theta: Array, cache: Cache, acc: Array) -> None:
+        """acc += F_t in place, for ``acc`` of shape (B, n, P_rec) (each stream's n × P_rec
+        block C-contiguous: ``buf[:, :n, :]`` of a larger buffer is fine).
+
+        The same numbers as adding :meth:`param_jacobian`, without forming the dense F_t: a model
+        implements it when F_t is structured, so that only its non-zero entries are touched (for
+        ``rnn``, row k of F_t is non-zero only on unit k's own weights: O(P_rec) work instead of
+        O(n·P_rec), and no n × P_rec temporary)."""
+        raise self._lacks(PARAM_JACOBIAN_ACCUMULATE)
+
     # -- derived primitives ------------------------------------------------------------------
     def vjp_accumulate(self, theta: Array, cache: Cache, u: Array, acc: Array,
-                       state: bool = True) -> Array | None:
+                       state: bool = True, scale: Array | None = None) -> Array | None:
         """acc += Uᵀ F_t in place, and return Uᵀ J_t (B, n) (``None`` when ``state`` is false).
 
         ``acc`` of shape (B, P_rec) receives each stream's row; ``acc`` of shape (P_rec,) the sum
@@ -179,7 +214,15 @@ class Model(ABC):
         instead of :meth:`vjp` so that nothing of size P is allocated when the model can avoid
         it. The default calls :meth:`vjp` and adds; a model overrides it to write straight into
         ``acc`` and to skip Uᵀ J_t when ``state`` is false.
+
+        With ``scale`` (shape (B, 1) for a per-stream ``acc``, a 0-d array for a summed one), the
+        update is acc ← acc · scale + Uᵀ F_t — the rank-one estimators' w̃ ← w̃ / ρ + uᵀF_t, with
+        scale = 1/ρ — each entry multiplied exactly as ``acc *= scale`` would: a model that
+        streams ``acc`` in blocks scales each block while it is in the cache, one pass instead
+        of two.
         """
+        if scale is not None:
+            acc *= scale
         u_h, g = self.vjp(theta, cache, u)
         if acc.ndim == 1:
             acc += self.xp.sum(g, axis=0)

@@ -162,3 +162,64 @@ class CounterRNG:
         mixed ^= mixed >> 29
         mixed = (mixed * _M1) & _MASK
         return CounterRNG(self.xp, mixed ^ (mixed >> 32))
+
+
+class ReplicaRNG:
+    """The generators of R replicated runs, drawing together: a draw of shape (R, *shape) is the
+    R draws of shape ``shape`` that each run's own :class:`CounterRNG` makes, stacked — so
+    replica r's numbers are those of the run made alone with seed ``seeds[r]``.
+
+    While every replica's generator is at the same counter (replicas advance together), the
+    signs of all of them are one computation: the counter-and-index hash mix64(c·K1 + i·K2 + K3)
+    is shared, and only the key differs (mix64(s_r ⊕ ·), with the seeds as an (R, 1) array);
+    they are drawn ahead like :meth:`CounterRNG.signs`. Other draws, and replicas whose counters
+    differ, draw replica by replica."""
+
+    def __init__(self, xp: Any, seeds: list[int]) -> None:
+        self.xp = xp
+        self.rngs = [CounterRNG(xp, int(seed)) for seed in seeds]
+        self._signs: dict[tuple[Any, ...], tuple[tuple[int, ...], int, Any]] = {}
+
+    def _stacked(self, draw: str, shape: tuple[int, ...], *args: Any) -> Any:
+        if int(shape[0]) != len(self.rngs):
+            raise ValueError(f"a replicated draw has a leading axis of the {len(self.rngs)} "
+                             f"replicas, got shape {tuple(shape)}")
+        return self.xp.stack([getattr(rng, draw)(tuple(shape[1:]), *args) for rng in self.rngs])
+
+    def signs(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        xp, rngs = self.xp, self.rngs
+        counter = rngs[0].counter
+        inner = tuple(shape[1:])
+        size = math.prod(inner)
+        ahead = SIGNS_AHEAD // max(size * len(rngs), 1)
+        if (int(shape[0]) != len(rngs) or ahead < 1
+                or any(rng.counter != counter for rng in rngs)):
+            return self._stacked("signs", shape, dtype)
+        seeds = tuple(rng.seed for rng in rngs)
+        key = (inner, dtype)
+        cached = self._signs.get(key)
+        if cached is None or cached[0] != seeds or not cached[1] <= counter < cached[1] + ahead:
+            cached = (seeds, counter, self._draw_signs(inner, counter, ahead, seeds, dtype))
+            self._signs[key] = cached
+        for rng in rngs:
+            rng.counter = counter + 1
+        return xp.asarray(cached[2][:, counter - cached[1], ...], copy=True)
+
+    def _draw_signs(self, inner: tuple[int, ...], first: int, count: int,
+                    seeds: tuple[int, ...], dtype: Any) -> Any:
+        """(R, count, *inner) signs: replica r's draws at counters first … first + count − 1."""
+        xp = self.xp
+        size = math.prod(inner)
+        counters = xp.arange(count, dtype=xp.uint64) + (int(first) & _MASK)
+        mixed = _mix(xp, xp.arange(size, dtype=xp.uint64)[None, :] * _K2
+                     + (counters * _K1 + _K3)[:, None])  # (count, size), shared by the replicas
+        keys = xp.reshape(xp.asarray(list(seeds), dtype=xp.uint64), (-1, 1, 1))
+        top = xp.astype(_mix(xp, mixed[None, ...] ^ keys) >> 63, dtype)
+        return xp.reshape(2.0 * top - 1.0, (len(seeds), count, *inner))
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any, low: float = 0.0,
+                high: float = 1.0) -> Any:
+        return self._stacked("uniform", shape, dtype, low, high)
+
+    def normal(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return self._stacked("normal", shape, dtype)

@@ -18,6 +18,9 @@ class AffineReadout:
     """ŷ = h_vis W_hyᵀ + b_y with h_vis = h[:, :n_visible].
 
     VJP: for a cotangent u (B, k), ∂/∂h_vis = u W_hy, ∂/∂W_hy = Σ_b u_b h_bᵀ, ∂/∂b_y = Σ_b u_b.
+
+    With a replicated θ (R, P) — R runs advanced together — the arrays carry a leading replica
+    axis, (R, B, ...), and the parameter gradient is summed over each replica's streams, (R, P_out).
     """
 
     params: tuple[str, str] = ("W_hy", "b_y")
@@ -32,12 +35,12 @@ class AffineReadout:
         return [("W_hy", (self.n_out, self.n_visible)), ("b_y", (self.n_out,))]
 
     def _visible(self, h: Array) -> Array:
-        return h if self.n_visible == self.n_state else h[:, : self.n_visible]
+        return h if self.n_visible == self.n_state else h[..., : self.n_visible]
 
     def apply(self, layout: ParamLayout, theta: Array, h: Array) -> Array:
         w = layout.view(theta, "W_hy")
         b = layout.view(theta, "b_y")
-        return self._visible(h) @ w.T + b
+        return self._visible(h) @ w.mT + b[..., None, :]
 
     def vjp(self, layout: ParamLayout, theta: Array, h: Array, u: Array) -> tuple[Array, Array]:
         xp = self.xp
@@ -45,11 +48,11 @@ class AffineReadout:
         hv = self._visible(h)
         gh = u @ w
         if self.n_visible != self.n_state:
-            pad = xp.zeros((h.shape[0], self.n_state - self.n_visible), dtype=h.dtype)
-            gh = xp.concat([gh, pad], axis=1)
-        gw = u.T @ hv
-        gb = xp.sum(u, axis=0)
-        return gh, xp.concat([xp.reshape(gw, (-1,)), gb])
+            pad = xp.zeros((*h.shape[:-1], self.n_state - self.n_visible), dtype=h.dtype)
+            gh = xp.concat([gh, pad], axis=-1)
+        gw = u.mT @ hv  # Σ_b u_b h_bᵀ, (k, n) (per replica with leading axes)
+        gb = xp.sum(u, axis=-2)
+        return gh, xp.concat([xp.reshape(gw, (*gw.shape[:-2], -1)), gb], axis=-1)
 
     def init(self, rng: Any, dtype: Any) -> list[Array]:
         """W_hy ~ U(±1/√n_visible), b_y = 0."""

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gradflow.contracts.backend import namespace_of
 from gradflow.contracts.errors import ShapeError
 
 Array = Any
@@ -134,14 +135,17 @@ def declared_bytes(fields: Iterable[StateField], batch: int, itemsize: int) -> i
     return total
 
 
-def allocate(fields: Iterable[StateField], xp: Any, dtype: Any, batch: int) -> State:
-    """A fresh :class:`State`: every field at its initial value, for ``batch`` streams."""
+def allocate(fields: Iterable[StateField], xp: Any, dtype: Any, batch: int,
+             lead: tuple[int, ...] = ()) -> State:
+    """A fresh :class:`State`: every field at its initial value, for ``batch`` streams (with the
+    leading axes ``lead`` in front of every array: (R,) for R replicated runs)."""
     state = State()
     for field in fields:
         if isinstance(field, PerStream):
-            value: Any = _full(xp, (batch, *field.shape), field.fill, _dtype(xp, dtype, field))
+            value: Any = _full(xp, (*lead, batch, *field.shape), field.fill,
+                               _dtype(xp, dtype, field))
         elif isinstance(field, Shared):
-            value = _full(xp, tuple(field.shape), field.fill, dtype)
+            value = _full(xp, (*lead, *field.shape), field.fill, dtype)
         elif isinstance(field, Scalar):
             value = field.value
         else:
@@ -151,19 +155,27 @@ def allocate(fields: Iterable[StateField], xp: Any, dtype: Any, batch: int) -> S
 
 
 def reset_streams(fields: Iterable[StateField], state: State, xp: Any, mask: Array) -> None:
-    """Put the rows of the streams selected by ``mask`` (B,) back at their initial value, for
-    every per-stream field declared with ``reset=True`` (new arrays: the old ones may be
-    referenced elsewhere)."""
+    """Put the rows of the streams selected by ``mask`` (B,) — (R, B) for replicated runs — back
+    at their initial value, for every per-stream field declared with ``reset=True`` (new arrays:
+    the old ones may be referenced elsewhere)."""
     for field in fields:
         if isinstance(field, PerStream) and field.reset:
             x = getattr(state, field.name)
-            m = xp.reshape(mask, (mask.shape[0],) + (1,) * (x.ndim - 1))
+            m = xp.reshape(mask, tuple(mask.shape) + (1,) * (x.ndim - mask.ndim))
             setattr(state, field.name, xp.where(m, xp.asarray(field.fill, dtype=x.dtype), x))
 
 
-def snapshot(fields: Iterable[StateField], state: State,
-             copy: Callable[[Array], Array]) -> dict[str, Any]:
-    """The state as a flat dict of copies (arrays through ``copy``) and JSON scalars."""
+def snapshot(fields: Iterable[StateField], state: State, copy: Callable[[Array], Array],
+             replica: int | None = None) -> dict[str, Any]:
+    """The state as a flat dict of copies (arrays through ``copy``) and JSON scalars — of
+    replica ``replica`` of a replicated state (every array with a leading replica axis) when
+    given: exactly what the state of that run made alone would give."""
+    if replica is not None:
+        whole = copy
+
+        def copy(x: Array) -> Array:
+            return whole(x[replica, ...])
+
     out: dict[str, Any] = {}
     for field in fields:
         value = getattr(state, field.name)
@@ -217,3 +229,54 @@ def restore(fields: Iterable[StateField], flat: Mapping[str, Any], load: Callabl
                              f"fields are {', '.join(f.name for f in fields)})") from None
         setattr(state, field.name, value)
     return state
+
+
+def restore_replica(fields: Iterable[StateField], state: State, replica: int,
+                    flat: Mapping[str, Any], load: Callable[[Any], Array], batch: int,
+                    owner: str) -> None:
+    """Write the :func:`snapshot` of a run made alone, ``flat``, into replica ``replica`` of a
+    replicated state, checking every field like :func:`restore`. Scalars are shared by the
+    replicas (they advance together). A window takes the entries of ``flat``: entries missing
+    from the state are created (zero for the other replicas, which load theirs in turn)."""
+    alone = restore(fields, flat, load, batch, owner)
+    for field in fields:
+        value = getattr(alone, field.name)
+        if isinstance(field, PerStream | Shared):
+            getattr(state, field.name)[replica, ...] = value
+        elif isinstance(field, Scalar):
+            setattr(state, field.name, value)
+        else:
+            window = getattr(state, field.name)
+            replicas = _replicas(state, fields)
+            while len(window) > len(value):
+                window.popleft()
+            for i, entry in enumerate(value):
+                if i == len(window):
+                    window.append(_stacked_zeros(entry, replicas))
+                _write_entry(window[i], entry, replica)
+
+
+def _replicas(state: State, fields: Iterable[StateField]) -> int:
+    for field in fields:
+        if isinstance(field, PerStream | Shared):
+            return int(getattr(state, field.name).shape[0])
+    raise ShapeError("a replicated state with windows needs an array field to know R")
+
+
+def _stacked_zeros(entry: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """An entry shaped like ``entry`` with a leading replica axis, all zeros."""
+    out: dict[str, Any] = {}
+    for key, item in entry.items():
+        if isinstance(item, dict):
+            out[key] = _stacked_zeros(item, replicas)
+        else:
+            out[key] = namespace_of(item).zeros((replicas, *item.shape), dtype=item.dtype)
+    return out
+
+
+def _write_entry(target: dict[str, Any], entry: dict[str, Any], replica: int) -> None:
+    for key, item in entry.items():
+        if isinstance(item, dict):
+            _write_entry(target[key], item, replica)
+        else:
+            target[key][replica, ...] = item

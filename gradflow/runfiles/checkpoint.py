@@ -214,17 +214,21 @@ def _load_one(d: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(directory: str | Path,
+                    at_most: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta) of a checkpoint; :class:`CheckpointError` if there is no usable one.
 
     ``directory`` is one checkpoint (it holds ``meta.json``) or a run's checkpoint directory, of
-    which the newest intact checkpoint is read. ``meta["path"]`` is the checkpoint read;
-    ``meta["skipped"]`` lists the problems of newer ones that could not be read (damaged).
+    which the newest intact checkpoint is read (the newest at step ``at_most`` or before, when
+    given: the replicas of a replicated run resume at the same step). ``meta["path"]`` is the
+    checkpoint read; ``meta["skipped"]`` lists the problems of newer ones that could not be read
+    (damaged).
     """
     d = Path(directory)
     if (d / META).exists():
         return _load_one(d)
-    found = list_checkpoints(d)
+    found = [(step, path) for step, path in list_checkpoints(d)
+             if at_most is None or step <= at_most]
     if not found:
         raise CheckpointError(f"no checkpoint in {str(d)!r}")
     skipped: list[str] = []

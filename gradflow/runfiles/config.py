@@ -12,6 +12,7 @@ plain strings) and command-line flags, in that order of precedence (the later wi
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,6 +64,11 @@ class RunSection(_Strict):
         "many times the task's largest reference loss (0: never; see docs/training.md)")
     loggers: list[str] = Field(default_factory=list, description="metrics loggers besides "
                                "metrics.jsonl: names of registered loggers (tensorboard, mlflow)")
+    replicas: int = Field(1, ge=1, le=4096, description="R: independent runs advanced together "
+                          "(own θ, seed, learning rate, state and run directory "
+                          "out/replica-000 ...), each equal to the same run made alone")
+    replica_seeds: list[int] | None = Field(
+        None, description="the seed of each replica (R numbers; default seed, seed + 1, ...)")
 
     @field_validator("out")
     @classmethod
@@ -78,6 +84,8 @@ class RunSection(_Strict):
             if value and value % self.log_every:
                 raise ValueError(f"{key} ({value}) must be a multiple of log_every "
                                  f"({self.log_every})")
+        if self.replica_seeds is not None and any(seed < 0 for seed in self.replica_seeds):
+            raise ValueError("replica_seeds must be non-negative")
         return self
 
 
@@ -110,6 +118,16 @@ class OptimizerSection(_Strict):
     clip_rec: float | None = Field(None, gt=0, description="clip the recurrent part's norm to "
                                    "this (variance control for rank-one estimators)")
     lr_rec_scale: float = Field(1.0, gt=0, description="learning-rate factor on θ_rec")
+    replica_lrs: list[float] | None = Field(
+        None, description="γ of each replica of a replicated run (run.replicas numbers; "
+        "default: lr for all)")
+
+    @field_validator("replica_lrs")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(lr > 0 and math.isfinite(lr) for lr in value):
+            raise ValueError("replica_lrs must be positive numbers")
+        return value
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.name]
@@ -126,6 +144,15 @@ class TrainConfig(_Strict):
     task: PluginSection = Field(
         default_factory=lambda: PluginSection(name=DEFAULT_PLUGIN["task"]))
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+
+    @model_validator(mode="after")
+    def _replicas(self) -> TrainConfig:
+        replicas = self.run.replicas
+        for key, values, what in (("run.replica_seeds", self.run.replica_seeds, "seeds"),
+                                  ("optimizer.replica_lrs", self.optimizer.replica_lrs, "rates")):
+            if values is not None and len(values) != replicas:
+                raise ValueError(f"{key} has {len(values)} {what} for run.replicas = {replicas}")
+        return self
 
 
 #: what :func:`as_config` accepts

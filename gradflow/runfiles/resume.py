@@ -221,7 +221,8 @@ def _restart(path: Path, config: TrainConfig | None, steps: int | None) -> Resum
     return ResumePlan(config, 0, steps_changed=changed, rewrite_config=changed, notes=[note])
 
 
-def plan_resume(run_dir: str | Path, steps: int | None = None) -> ResumePlan:
+def plan_resume(run_dir: str | Path, steps: int | None = None,
+                at_most: int | None = None) -> ResumePlan:
     """How the run in ``run_dir`` continues: from its newest intact checkpoint, with the
     configuration stored there.
 
@@ -230,14 +231,16 @@ def plan_resume(run_dir: str | Path, steps: int | None = None) -> ResumePlan:
     loss) to before the checkpoint, since those losses were not all summed. A checkpoint that
     belongs to another run (its configuration differs from the directory's ``config.json``) is
     refused; its layout and values are checked when it is loaded (:func:`check_state_layout`).
+    With ``at_most``, the newest checkpoint at that step or before (a replica of a replicated
+    run resumes where all the replicas have one).
     """
     path = Path(run_dir)
     if not path.is_dir():
         raise RunDirError(f"cannot resume {str(path)!r}: no such run directory")
     run_config = read_run_config(path)
-    if not list_checkpoints(path / CHECKPOINT):
+    if not [s for s, _ in list_checkpoints(path / CHECKPOINT) if at_most is None or s <= at_most]:
         return _restart(path, run_config, steps)
-    arrays, meta = load_checkpoint(path / CHECKPOINT)
+    arrays, meta = load_checkpoint(path / CHECKPOINT, at_most)
     try:
         config = TrainConfig.model_validate(meta["config"])
     except (KeyError, ValidationError) as exc:

@@ -362,7 +362,11 @@ class _Skip(Exception):
 # -- measuring -----------------------------------------------------------------------------------
 def run_steps(trainer: Trainer, steps: int) -> float:
     """Seconds per step over ``steps`` consecutive steps (device synchronised at both ends)."""
-    sync, advance = trainer.parts.backend.synchronize, trainer.advance
+    return time_calls(trainer.advance, trainer.parts.backend.synchronize, steps)
+
+
+def time_calls(advance: Callable[[], object], sync: Callable[[], None], steps: int) -> float:
+    """Seconds per call of ``advance`` over ``steps`` calls, ``sync`` at both ends."""
     sync()
     start = time.perf_counter()
     for _ in range(steps):

@@ -160,10 +160,7 @@ def build(config: TrainConfig) -> Components:
         raise PluginError(f"estimator {estimator.info.name!r}: invalid optimizer_defaults "
                           f"{defaults!r} ({exc.errors()[0]['msg']})") from None
     opt.lr = opt.resolved_lr()
-    layout = model.instance.layout
-    optimizer = create_optimizer(
-        opt.name, backend.xp, layout.size, backend.dtype, layout.n_rec, opt.lr_rec_scale,
-        momentum=opt.momentum, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
+    optimizer = make_optimizer(opt, backend, model.instance.layout)
 
     resolved = TrainConfig(
         run=run.model_copy(), model=_resolved(config.model, model.options),
@@ -172,6 +169,15 @@ def build(config: TrainConfig) -> Components:
     infos = {"task": task.info, "model": model.info, "estimator": estimator.info}
     return Components(resolved, backend, task.instance, model.instance, estimator.instance,
                       optimizer, seeds, infos, loggers)
+
+
+def make_optimizer(opt: OptimizerSection, backend: Backend, layout: Any,
+                   replicas: int | None = None) -> Optimizer:
+    """The optimizer a (resolved) optimizer section describes, over θ of ``layout`` — for
+    ``replicas`` runs advanced together, over (R, P)."""
+    return create_optimizer(
+        opt.name, backend.xp, layout.size, backend.dtype, layout.n_rec, opt.lr_rec_scale,
+        replicas=replicas, momentum=opt.momentum, beta1=opt.beta1, beta2=opt.beta2, eps=opt.eps)
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:

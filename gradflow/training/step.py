@@ -16,6 +16,11 @@ timing convention (docs/architecture.md §6) is written once:
 Without an estimator the step stops after 4 (the record is returned: the exact references build
 their backward passes from it); with ``gradient=False`` after 3, with the loss as the mean of the
 per-stream losses (evaluation). θ is never modified here.
+
+An estimator may return its direction by its factors (:class:`gradflow.FactoredDirection`);
+the step hands out the array it stands for unless the caller asks for the factors
+(``materialize=False``: the trainer, whose clipping and optimizer use them without forming P
+numbers).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gradflow.contracts.direction import FactoredDirection
 from gradflow.contracts.estimator import Estimator, StepRecord
 from gradflow.contracts.losses import Loss
 from gradflow.contracts.model import Model
@@ -48,14 +54,17 @@ class StepOutcome:
 
 
 def online_step(model: Model, loss: Loss, theta: Array, h: Array, batch: Batch, h0: Array,
-                estimator: Estimator | None = None, gradient: bool = True) -> StepOutcome:
+                estimator: Estimator | None = None, gradient: bool = True,
+                materialize: bool = True) -> StepOutcome:
     """One online step of ``model`` on ``batch`` from state ``h`` (see the module docstring).
 
-    ``h0`` is the initial state a stream goes back to when ``batch.reset`` selects it.
+    ``h0`` is the initial state a stream goes back to when ``batch.reset`` selects it. The
+    direction is an array of P numbers, or, with ``materialize=False``, what the estimator
+    returned (an array or a :class:`~gradflow.FactoredDirection`, valid until its next step).
     """
     reset = batch.reset
     if reset is not None:
-        h = model.xp.where(reset[:, None], h0, h)
+        h = model.xp.where(reset[..., None], h0, h)
         if estimator is not None:
             estimator.reset(reset)
     h, cache = model.forward(theta, h, batch.inputs)
@@ -67,4 +76,7 @@ def online_step(model: Model, loss: Loss, theta: Array, h: Array, batch: Batch, 
     record = StepRecord(theta, cache, delta, g_out)
     if estimator is None:
         return StepOutcome(h, value, record)
-    return StepOutcome(h, value, record, estimator.step(record))
+    direction = estimator.step(record)
+    if materialize and isinstance(direction, FactoredDirection):
+        direction = direction.materialize(model.xp)
+    return StepOutcome(h, value, record, direction)

@@ -27,6 +27,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from gradflow.contracts.errors import (
     CheckpointError,
+    ConfigError,
     GradflowError,
     GradflowWarning,
     PluginFailed,
@@ -41,6 +43,7 @@ from gradflow.contracts.errors import (
     TrainingDiverged,
     TrainingInterrupted,
 )
+from gradflow.contracts.estimator import takes_factors
 from gradflow.contracts.logger import RunRecord
 from gradflow.contracts.losses import LN2, get_loss
 from gradflow.contracts.task import Task
@@ -81,6 +84,19 @@ Array = Any
 Progress = Callable[[int, "dict[str, Any] | None"], None]
 
 
+@dataclass
+class LoopClock:
+    """What a run's loop computes once (see :meth:`Trainer._clock`)."""
+
+    final_from: int
+    tick: int
+    has_eval: bool
+    level: float | None
+    bound: float | None
+    start: float
+    window_start: float
+
+
 class Trainer:
     """Runs one training run of a :class:`~gradflow.TrainConfig`.
 
@@ -98,6 +114,9 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig) -> None:
+        if config.run.replicas > 1:
+            raise ConfigError(f"run.replicas = {config.run.replicas}: a Trainer is one run; a "
+                              "replicated run is a gradflow.training.replicas.ReplicatedTrainer")
         self.parts = build(config)
         self.config = self.parts.config
         parts = self.parts
@@ -112,6 +131,8 @@ class Trainer:
         checks.initial(self.theta, self.h)
         with blame(infos["estimator"], "while starting"):
             parts.estimator.start(batch, seed=parts.seeds["estimator"])
+        # the clipping and the optimizer take a direction by its factors where it can be
+        parts.estimator.factors = takes_factors(parts.estimator)
         self.step = 0
         try:
             self.loss_fn = get_loss(parts.task.loss)
@@ -153,7 +174,7 @@ class Trainer:
         """
         parts = self.parts
         out = self._online_step(parts.model, self.loss_fn, self.theta, self.h, parts.task.next(),
-                                self._h0, parts.estimator)
+                                self._h0, parts.estimator, materialize=False)
         if self._observed:  # curricula (copy) follow the learner
             parts.task.observe(out.loss)
         self.step += 1
@@ -187,13 +208,21 @@ class Trainer:
     # -- checkpoint ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """(arrays, JSON scalars) of the whole training state."""
+        parts = self.parts
+        return self._state_of(self.theta, self.h, parts.optimizer.state_dict(),
+                              parts.estimator.state_dict())
+
+    def _state_of(self, theta: Array, h: Array, optimizer: dict[str, Any],
+                  estimator: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The state of :meth:`state` from θ, h and the optimizer's and estimator's state dicts
+        (a replica of a replicated run gives its own), with the task's and the loop's."""
         to_numpy = self.parts.backend.to_numpy
-        arrays = {"theta": to_numpy(self.theta), "h": to_numpy(self.h)}
+        arrays = {"theta": to_numpy(theta), "h": to_numpy(h)}
         arrays.update({f"loop.{k}": v for k, v in self.loop.arrays(to_numpy).items()})
         scalars: dict[str, Any] = {"trainer": {"step": self.step}, "loop": self.loop.scalars()}
-        for name, obj in (("optimizer", self.parts.optimizer),
-                          ("estimator", self.parts.estimator), ("task", self.parts.task)):
-            a, s = split_state(obj.state_dict(), to_numpy)
+        for name, part in (("optimizer", optimizer), ("estimator", estimator),
+                           ("task", self.parts.task.state_dict())):
+            a, s = split_state(part, to_numpy)
             arrays.update({f"{name}.{k}": v for k, v in a.items()})
             scalars[name] = s
         return arrays, scalars
@@ -253,7 +282,8 @@ class Trainer:
             "config": self.config.model_dump(mode="json"), "state": scalars}))
 
     @classmethod
-    def resume(cls, run_dir: str | Path, steps: int | None = None) -> Trainer:
+    def resume(cls, run_dir: str | Path, steps: int | None = None,
+               at_most: int | None = None) -> Trainer:
         """A trainer that continues the run in ``run_dir`` from its newest intact checkpoint,
         with the configuration stored there; :meth:`run` then appends to the same directory.
 
@@ -261,9 +291,9 @@ class Trainer:
         :func:`gradflow.runfiles.resume.plan_resume`, which chooses the checkpoint and checks
         that it belongs to this run). A run stopped before its first checkpoint starts again
         from step 0 with its ``config.json`` (:attr:`notes` says so): nothing is lost, the run is
-        deterministic.
+        deterministic. ``at_most``: resume from the newest checkpoint at that step or before.
         """
-        plan = plan_resume(run_dir, steps)
+        plan = plan_resume(run_dir, steps, at_most)
         trainer = cls(plan.config)
         trainer.resumed_from = plan.step
         trainer.notes = list(plan.notes)
@@ -289,18 +319,8 @@ class Trainer:
 
         ``handle_signals``: let SIGINT/SIGTERM stop the run cleanly (main thread only).
         """
-        cfg = self.config
-        run = cfg.run
-        if self.resumed_from is not None:
-            if out is not None and Path(out).resolve() != Path(str(run.out)).resolve():
-                raise RunDirError(f"a resumed run continues in its own directory {run.out!r}, "
-                                  f"not {str(out)!r}")
-            rundir = RunDir.reopen(str(run.out), self.step)
-        else:
-            path = out or run.out or default_run_path(cfg.task.name, cfg.estimator.name)
-            rundir = RunDir.create(path, force=force)
-            cfg.run.out = str(rundir.path)
-        self._rundir = rundir
+        run = self.config.run
+        rundir = self._open_rundir(out, force)
         try:
             config = self._write_config(rundir)
             try:
@@ -321,6 +341,23 @@ class Trainer:
             rundir.close()
             self._rundir = None
         return summary
+
+    def _open_rundir(self, out: str | Path | None, force: bool) -> RunDir:
+        """The run directory, created (a new run) or reopened at the checkpoint's step (a resumed
+        one), locked; ``run.out`` names it from now on."""
+        cfg = self.config
+        run = cfg.run
+        if self.resumed_from is not None:
+            if out is not None and Path(out).resolve() != Path(str(run.out)).resolve():
+                raise RunDirError(f"a resumed run continues in its own directory {run.out!r}, "
+                                  f"not {str(out)!r}")
+            rundir = RunDir.reopen(str(run.out), self.step)
+        else:
+            path = out or run.out or default_run_path(cfg.task.name, cfg.estimator.name)
+            rundir = RunDir.create(path, force=force)
+            cfg.run.out = str(rundir.path)
+        self._rundir = rundir
+        return rundir
 
     def _write_config(self, rundir: RunDir) -> dict[str, Any]:
         """Write ``config.json`` (for a new run, or a resumed one whose length changed) with its
@@ -419,109 +456,127 @@ class Trainer:
                                   f"{rundir.path}", stop.signum)
 
     def _loop(self, rundir: RunDir, progress: Progress | None, stop: StopFlag) -> dict[str, Any]:
-        cfg = self.config
-        run, opt = cfg.run, cfg.optimizer
-        parts = self.parts
-        task, backend = parts.task, parts.backend
-        xp = backend.xp
-        lr, schedule, decay = opt.lr, opt.schedule, opt.decay
-        zero = self._zero
-        is_ce = task.loss == "ce"
-        tick = min(100, run.log_every)
-        has_eval = run.eval_every > 0 and task.held_out() is not None
-        final_from = max(run.steps - run.final_window, 0)
-        acc = self.loop
-        loggers = parts.loggers
-        level = task.reference_level()
-        bound = run.divergence_factor * level if level and run.divergence_factor else None
-        start = time.perf_counter() - acc.elapsed
-        window_start = time.perf_counter() - acc.window_seconds
-
+        clock = self._clock()
+        run = self.config.run
         while self.step < run.steps:
             loss, raw_norm = self.advance()
+            self._accumulate(loss, raw_norm, clock)
             step = self.step
-            acc.loss_sum = acc.loss_sum + loss
-            if step > final_from:
-                acc.final_sum = acc.final_sum + loss
-            if raw_norm is not None:
-                acc.norm_sum = acc.norm_sum + raw_norm
-                acc.updates += 1
-            acc.window_steps += 1
             if step % run.log_every and step != run.steps:
-                if progress is not None and step % tick == 0:
+                if progress is not None and step % clock.tick == 0:
                     progress(step, None)
                 if stop:
-                    self._stop(rundir, stop, start, window_start)
+                    self._stop(rundir, stop, clock.start, clock.window_start)
                 continue
-
-            # -- a metrics line: the only place numbers come back from the device --------------
-            # (and so where the loss, the gradient norms and θ are checked for NaN and ±inf)
-            theta = self.theta
-            mean_loss = backend.to_float(acc.loss_sum) / acc.window_steps
-            grad_norm = backend.to_float(acc.norm_sum) / acc.updates if acc.updates else None
-            finite = (math.isfinite(mean_loss) and (grad_norm is None or math.isfinite(grad_norm))
-                      and bool(xp.all(xp.isfinite(theta))))
-            exploded = finite and bound is not None and mean_loss > bound
-            now = time.perf_counter()
-            record: dict[str, Any] = {
-                "step": step,
-                "loss": mean_loss,
-                "bits": mean_loss / LN2 if is_ce else None,
-                "grad_norm": grad_norm,
-                "lr": learning_rate(schedule, lr, step, decay),
-                **task.metrics(),
-            }
-            if finite and not exploded and has_eval and (step % run.eval_every == 0
-                                                          or step == run.steps):
-                self._evaluating = True
-                last_eval = acc.last_eval = self.evaluate()
-                self._evaluating = False
-                record["eval_loss"] = last_eval
-                record["eval_bits"] = last_eval / LN2 if is_ce and last_eval is not None \
-                    else None
-                if last_eval is not None and (acc.best_eval is None
-                                              or last_eval < acc.best_eval[0]):
-                    acc.best_eval = (last_eval, step)
-            rundir.log(record, {
-                "wall": round(now - start, 3),
-                "steps_per_s": round(acc.window_steps / max(now - window_start, 1e-9), 1),
-            })
-            for built in loggers:
-                built.instance.log(record)
-            if not finite or exploded:
-                if exploded:
-                    what = (f"the loss exploded: {mean_loss:.4g} nats, the mean of the last "
-                            f"{acc.window_steps:,} steps, exceeds {run.divergence_factor:g} × "
-                            f"the reference loss {level:.4g} nats of task {task.name!r} "
-                            "(run.divergence_factor)")
-                elif not math.isfinite(mean_loss):
-                    what = "the loss is not finite"
-                elif grad_norm is not None and not math.isfinite(grad_norm):
-                    what = "the gradient estimate is not finite"
-                else:
-                    what = self._non_finite_theta()
-                before = step - acc.window_steps
-                how = (f"checked at every metrics line, every {run.log_every:,} steps; all "
-                       f"{'below the bound' if exploded else 'finite'} at step {before:,}"
-                       if before > 0 else
-                       f"checked at every metrics line, every {run.log_every:,} steps; this "
-                       "was the first check")
-                rundir.write_json(SUMMARY, self._summary("diverged", None, now - start))
-                raise TrainingDiverged(self._diverged_message(what, how))
-            if acc.best is None or mean_loss < acc.best[0]:
-                acc.best = (mean_loss, step)
-            acc.reset_window(zero)
-            window_start = time.perf_counter()
-            if step == run.steps or (run.checkpoint_every and step % run.checkpoint_every == 0):
-                self._checkpoint(rundir, start, window_start)
+            record = self._line(rundir, clock)
             if progress is not None:
                 progress(step, record)
             if stop and step < run.steps:
-                self._stop(rundir, stop, start, window_start)
+                self._stop(rundir, stop, clock.start, clock.window_start)
+        return self._finish(rundir, clock)
 
-        counted = run.steps - final_from
-        final = backend.to_float(acc.final_sum) / counted
-        summary = self._summary("completed", final, time.perf_counter() - start)
+    # -- the loop's pieces (also driven, replica by replica, by gradflow.training.replicas) -----
+    def _clock(self) -> LoopClock:
+        """What the loop computes once: the step of the final window, the divergence bound, the
+        wall-clock origin (of a resumed run too)."""
+        run, task = self.config.run, self.parts.task
+        level = task.reference_level()
+        now = time.perf_counter()
+        return LoopClock(
+            final_from=max(run.steps - run.final_window, 0), tick=min(100, run.log_every),
+            has_eval=run.eval_every > 0 and task.held_out() is not None, level=level,
+            bound=run.divergence_factor * level if level and run.divergence_factor else None,
+            start=now - self.loop.elapsed, window_start=now - self.loop.window_seconds)
+
+    def _accumulate(self, loss: Array, raw_norm: Array | None, clock: LoopClock) -> None:
+        """Add a step's loss (and the norm of its direction) to the loop's sums, on the device."""
+        acc = self.loop
+        acc.loss_sum = acc.loss_sum + loss
+        if self.step > clock.final_from:
+            acc.final_sum = acc.final_sum + loss
+        if raw_norm is not None:
+            acc.norm_sum = acc.norm_sum + raw_norm
+            acc.updates += 1
+        acc.window_steps += 1
+
+    def _line(self, rundir: RunDir, clock: LoopClock) -> dict[str, Any]:
+        """A metrics line at the current step — the only place numbers come back from the
+        device, and so where the loss, the gradient norms and θ are checked for NaN and ±inf
+        and the loss against the divergence bound —, the held-out evaluation when due, and a
+        checkpoint when due. Returns the line; raises :class:`TrainingDiverged`."""
+        cfg = self.config
+        run, opt = cfg.run, cfg.optimizer
+        task, backend = self.parts.task, self.parts.backend
+        xp, acc, step = backend.xp, self.loop, self.step
+        is_ce = task.loss == "ce"
+        mean_loss = backend.to_float(acc.loss_sum) / acc.window_steps
+        grad_norm = backend.to_float(acc.norm_sum) / acc.updates if acc.updates else None
+        finite = (math.isfinite(mean_loss) and (grad_norm is None or math.isfinite(grad_norm))
+                  and bool(xp.all(xp.isfinite(self.theta))))
+        exploded = finite and clock.bound is not None and mean_loss > clock.bound
+        now = time.perf_counter()
+        record: dict[str, Any] = {
+            "step": step,
+            "loss": mean_loss,
+            "bits": mean_loss / LN2 if is_ce else None,
+            "grad_norm": grad_norm,
+            "lr": learning_rate(opt.schedule, opt.lr, step, opt.decay),
+            **task.metrics(),
+        }
+        if finite and not exploded and clock.has_eval and (step % run.eval_every == 0
+                                                            or step == run.steps):
+            self._evaluating = True
+            last_eval = acc.last_eval = self.evaluate()
+            self._evaluating = False
+            record["eval_loss"] = last_eval
+            record["eval_bits"] = last_eval / LN2 if is_ce and last_eval is not None else None
+            if last_eval is not None and (acc.best_eval is None or last_eval < acc.best_eval[0]):
+                acc.best_eval = (last_eval, step)
+        rundir.log(record, {
+            "wall": round(now - clock.start, 3),
+            "steps_per_s": round(acc.window_steps / max(now - clock.window_start, 1e-9), 1),
+        })
+        for built in self.parts.loggers:
+            built.instance.log(record)
+        if not finite or exploded:
+            self._diverged(rundir, clock, mean_loss, grad_norm, exploded, now)
+        if acc.best is None or mean_loss < acc.best[0]:
+            acc.best = (mean_loss, step)
+        acc.reset_window(self._zero)
+        clock.window_start = time.perf_counter()
+        if step == run.steps or (run.checkpoint_every and step % run.checkpoint_every == 0):
+            self._checkpoint(rundir, clock.start, clock.window_start)
+        return record
+
+    def _diverged(self, rundir: RunDir, clock: LoopClock, mean_loss: float,
+                  grad_norm: float | None, exploded: bool, now: float) -> None:
+        """Write the summary of a diverged run and raise :class:`TrainingDiverged`."""
+        run, acc = self.config.run, self.loop
+        if exploded:
+            what = (f"the loss exploded: {mean_loss:.4g} nats, the mean of the last "
+                    f"{acc.window_steps:,} steps, exceeds {run.divergence_factor:g} × the "
+                    f"reference loss {clock.level:.4g} nats of task {self.parts.task.name!r} "
+                    "(run.divergence_factor)")
+        elif not math.isfinite(mean_loss):
+            what = "the loss is not finite"
+        elif grad_norm is not None and not math.isfinite(grad_norm):
+            what = "the gradient estimate is not finite"
+        else:
+            what = self._non_finite_theta()
+        before = self.step - acc.window_steps
+        how = (f"checked at every metrics line, every {run.log_every:,} steps; all "
+               f"{'below the bound' if exploded else 'finite'} at step {before:,}"
+               if before > 0 else
+               f"checked at every metrics line, every {run.log_every:,} steps; this was the "
+               "first check")
+        rundir.write_json(SUMMARY, self._summary("diverged", None, now - clock.start))
+        raise TrainingDiverged(self._diverged_message(what, how))
+
+    def _finish(self, rundir: RunDir, clock: LoopClock) -> dict[str, Any]:
+        """The summary of a completed run, written."""
+        run = self.config.run
+        final = self.parts.backend.to_float(self.loop.final_sum) / (run.steps - clock.final_from)
+        summary = self._summary("completed", final, time.perf_counter() - clock.start)
         rundir.write_json(SUMMARY, summary)
         return summary
 

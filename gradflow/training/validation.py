@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gradflow.contracts.direction import FactoredDirection
 from gradflow.contracts.errors import GradflowError, PluginFailed
 from gradflow.contracts.estimator import Estimator
 from gradflow.contracts.losses import Loss
@@ -95,10 +96,26 @@ class StepChecks:
         self._expect("model", "∂ℓ/∂θ_out from readout_vjp", g_out, (self.size - self.n_rec,),
                      f"the model has {self.size - self.n_rec} readout parameters")
 
-    def direction(self, direction: Array) -> None:
-        """The estimator's direction for θ."""
-        self._expect("estimator", "a direction", direction, (self.size,),
-                     f"the model has P = {self.size} parameters")
+    def direction(self, direction: Array | FactoredDirection) -> None:
+        """The estimator's direction for θ: an array, or its factors."""
+        if not isinstance(direction, FactoredDirection):
+            self._expect("estimator", "a direction", direction, (self.size,),
+                         f"the model has P = {self.size} parameters")
+            return
+        coef = shape_of(direction.coef)
+        if coef is None or len(coef) != 1:
+            shown = "no shape" if coef is None else f"shape {coef}"
+            raise PluginFailed(f"{self.infos['estimator'].origin} returned a factored direction "
+                               f"whose coefficients have {shown}; they must be a vector (r,)")
+        r = coef[0]
+        self._expect("estimator", "the coefficients of a factored direction", direction.coef,
+                     (r,), "they are a vector")
+        self._expect("estimator", "the rows of a factored direction", direction.rows,
+                     (r, self.n_rec), f"there are r = {r} coefficients and P_rec = {self.n_rec} "
+                     "recurrent parameters")
+        self._expect("estimator", "the readout part of a factored direction", direction.out,
+                     (self.size - self.n_rec,),
+                     f"the model has {self.size - self.n_rec} readout parameters")
 
 
 class _CheckedModel:
@@ -158,15 +175,16 @@ class ValidatedSteps:
         self.direction_seen = False
 
     def __call__(self, model: Model, loss: Loss, theta: Array, h: Array, batch: Batch, h0: Array,
-                 estimator: Estimator | None = None, gradient: bool = True) -> StepOutcome:
+                 estimator: Estimator | None = None, gradient: bool = True,
+                 materialize: bool = True) -> StepOutcome:
         checks = self.checks
         if self.model_seen or not gradient:
-            out = online_step(model, loss, theta, h, batch, h0, estimator, gradient)
+            out = online_step(model, loss, theta, h, batch, h0, estimator, gradient, materialize)
         else:
             checks.batch_of_task(batch)
             out = online_step(_CheckedModel(model, checks),  # type: ignore[arg-type]
                               _CheckedLoss(loss, checks.infos["task"]), theta, h, batch, h0,
-                              estimator)
+                              estimator, materialize=materialize)
             self.model_seen = True
         if out.direction is not None and not self.direction_seen:
             checks.direction(out.direction)

@@ -31,6 +31,12 @@ step T // 2) through the one online step, in float64:
     so does :meth:`~gradflow.Estimator.copy`; the snapshot is not changed by the original going
     on. An estimator with state outside its declared fields, or a ``state_dict`` that misses
     some, fails here.
+``replicas_match_alone`` (an estimator and a model that declare ``replicas``)
+    R = 3 runs advanced together — θ (R, P), a different θ and seed per replica — return, replica
+    by replica, the directions of each run made alone, and
+    :meth:`~gradflow.Estimator.replica_state_dict` equals each run's
+    :meth:`~gradflow.Estimator.state_dict` (relative difference ≤ 1e-12; the built-ins match bit
+    for bit).
 ``matches_reference``
     by the estimator's declared :attr:`~gradflow.Estimator.kind` (or ``kind=`` given here):
 
@@ -72,11 +78,15 @@ from typing import Any
 import numpy as np
 
 from gradflow.contracts.estimator import KINDS, Estimator, Kind
+from gradflow.contracts.estimator import runs_replicated as estimator_replicated
 from gradflow.contracts.model import Model
+from gradflow.contracts.model import runs_replicated as model_replicated
 from gradflow.contracts.state import PerStream
+from gradflow.contracts.task import Batch
 from gradflow.registry.discovery import get_registry, validate_options
 from gradflow.registry.factory import check_capabilities
 from gradflow.registry.guard import shape_of
+from gradflow.training.step import online_step
 from gradflow.verification.model_checks import as_float64, relative_error
 from gradflow.verification.reference import bptt_gradients
 from gradflow.verification.trajectory import FrozenTrajectory
@@ -374,6 +384,73 @@ def _not_kept(s: _Subject) -> dict[str, Any]:
 
 
 # -- the suite -----------------------------------------------------------------------------------
+#: replicas of the replicas_match_alone check, and the largest relative difference it allows
+#: (the arithmetic of a replica is the run alone's, so the built-ins match bit for bit)
+REPLICAS = 3
+REPLICA_RTOL = 1e-12
+
+
+def _replicas_match(s: _Subject) -> dict[str, Any]:
+    """R runs advanced together (θ (R, P) with a different θ per replica, the estimator's
+    replicated state, a seed per replica) return, replica by replica, the directions and the
+    state of each run made alone."""
+    traj, model = s.traj, s.traj.model
+    xp = model.xp
+    thetas = [traj.theta * (1.0 + 0.25 * r) for r in range(REPLICAS)]
+    seeds = [s.seed + 101 * r for r in range(REPLICAS)]
+    singles = []
+    for seed in seeds:
+        est = s.make()
+        est.precondition = False
+        est.start(traj.batch, seed=seed)
+        singles.append(est)
+    together = s.make()
+    together.precondition = False
+    together.start(traj.batch, replica_seeds=seeds)
+    h0 = model.initial_state(traj.batch)
+    hs = [h0] * REPLICAS
+    theta, h0s = xp.stack(thetas), xp.stack([h0] * REPLICAS)
+    h, worst = h0s, 0.0
+
+    def compare(what: str, mine: Array, theirs: Array) -> None:
+        nonlocal worst
+        err = relative_error(s.host(mine), s.host(theirs))
+        worst = max(worst, err)
+        if err > REPLICA_RTOL:
+            raise s.fail("replicas_match_alone", f"{what} differs from the run alone's by "
+                         f"{err:.3e} (tolerance {REPLICA_RTOL:g})")
+
+    for t in range(traj.steps):
+        step = traj.batch_at(t)
+        copies = [REPLICAS * [x] for x in (step.inputs, step.targets)]
+        batch = Batch(xp.stack(copies[0]), xp.stack(copies[1]),
+                      None if step.reset is None else xp.stack([step.reset] * REPLICAS))
+        out = online_step(model, traj.loss, theta, h, batch, h0s, together)
+        h = out.h
+        for r, est in enumerate(singles):
+            one = online_step(model, traj.loss, thetas[r], hs[r], step, h0, est)
+            hs[r] = one.h
+            if (one.direction is None) != (out.direction is None):
+                raise s.fail("replicas_match_alone", f"step {t}: the replicas returned "
+                             f"{'nothing' if out.direction is None else 'a direction'}, "
+                             f"replica {r} alone did not")
+            if one.direction is not None:
+                compare(f"step {t}, replica {r}: the direction", out.direction[r, ...],
+                        one.direction)
+    for r, est in enumerate(singles):
+        mine, theirs = together.replica_state_dict(r), est.state_dict()
+        if sorted(mine) != sorted(theirs):
+            raise s.fail("replicas_match_alone", f"replica {r}'s state has the entries "
+                         f"{sorted(mine)}, the run alone's {sorted(theirs)}")
+        for key, value in theirs.items():
+            if hasattr(value, "shape"):
+                compare(f"replica {r}: state {key!r}", mine[key], value)
+            elif mine[key] != value:
+                raise s.fail("replicas_match_alone", f"replica {r}: state {key!r} is "
+                             f"{mine[key]!r}, the run alone's {value!r}")
+    return {"replicas": REPLICAS, "max_rel_difference": worst}
+
+
 def _factory(estimator: str | type[Estimator] | Estimator, model: Model | None,
              options: dict[str, Any] | None) -> tuple[Callable[[], Estimator], Model]:
     """A factory of fresh estimators of the same class and options, and the float64 model."""
@@ -443,14 +520,16 @@ def estimator_checks(estimator: str | type[Estimator] | Estimator, model: Model 
             return _exact(s, cum[0], rtol)
         return _unbiased(s, cum[0], rtol, n_samples, bound, step_bound)
 
-    return [  # the cheap structural checks first, the reference (N runs) last
+    checks = [  # the cheap structural checks first, the reference (N runs) last
         EstimatorCheck("directions", lambda: _directions(s)),
         EstimatorCheck("same_seed_same_numbers", lambda: _same_seed(s)),
         EstimatorCheck("reset_restores_fresh_state", lambda: _reset_state(s)),
         EstimatorCheck("direction_not_kept", lambda: _not_kept(s)),
         EstimatorCheck("snapshot_continues", lambda: _snapshot(s)),
-        EstimatorCheck("matches_reference", reference),
     ]
+    if estimator_replicated(make()) and model_replicated(model):
+        checks.append(EstimatorCheck("replicas_match_alone", lambda: _replicas_match(s)))
+    return [*checks, EstimatorCheck("matches_reference", reference)]
 
 
 def check_estimator(estimator: str | type[Estimator] | Estimator, model: Model | None = None,

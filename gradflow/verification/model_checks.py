@@ -19,6 +19,9 @@ F_t = ∂f/∂θ_rec (B, n, P_rec) and ∂ŷ/∂h are computed by central differ
     vjp_accumulate acc += Uᵀ F per stream and summed over streams; Uᵀ J (derived, has a default)
     vjp_param_sqnorms  ‖Uᵀ F‖² per stream
     param_jacobian F
+    state_jacobian J
+    param_jacobian_accumulate  acc += F, into the first n rows of a (B, n + 1, P_rec) buffer
+                   (a view, as RTRL passes it); the last row must stay as it was
     param_row_sqnorms  Σ_j F[k, j]² and Σ_j F[k, j]² m_j for a random inverse metric m > 0
 
 with relative error ‖a − b‖ / ‖b‖ < ``rtol`` (1e-6), for each batch size (B = 1 and B = 3). It
@@ -38,10 +41,13 @@ from gradflow.contracts.backend import get_backend
 from gradflow.contracts.model import (
     JVP_STATE,
     PARAM_JACOBIAN,
+    PARAM_JACOBIAN_ACCUMULATE,
     PARAM_ROW_SQNORMS,
+    STATE_JACOBIAN,
     VJP,
     VJP_PARAM_SQNORMS,
     Model,
+    runs_replicated,
 )
 
 __all__ = ["as_float64", "check_model", "relative_error"]
@@ -159,6 +165,8 @@ def check_model(model: Model, *, theta: Any = None, batch_sizes: tuple[int, ...]
                     f"θ has shape {theta_np.shape}, the layout needs ({model.layout.size},)")
     for batch in batch_sizes:
         _check_model_at(probe, theta_np, int(batch), rng, eps, n_tangents, warmup, state_noise)
+    if runs_replicated(model):
+        _check_replicas(probe, theta_np, max(int(b) for b in batch_sizes), rng, n_tangents)
     return probe.errors
 
 
@@ -258,6 +266,7 @@ def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.ra
         dense = model.param_jacobian(theta, cache)
         probe.shape("param_jacobian", dense, (B, n, p_rec))
         probe.compare("param_jacobian", B, dense, F)
+    _check_dense_jacobians(probe, theta, cache, J, F, rng)
     if model.has(PARAM_ROW_SQNORMS):
         rows = model.param_row_sqnorms(theta, cache)
         probe.shape("param_row_sqnorms", rows, (B, n))
@@ -266,6 +275,30 @@ def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.ra
         rows = model.param_row_sqnorms(theta, cache, arr(inv_metric))
         probe.shape("param_row_sqnorms (inv_metric)", rows, (B, n))
         probe.compare("param_row_sqnorms (inv_metric)", B, rows, (F * F) @ inv_metric)
+
+
+def _check_dense_jacobians(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
+                           J: np.ndarray, F: np.ndarray, rng: np.random.Generator) -> None:
+    """``state_jacobian`` against J and ``param_jacobian_accumulate`` against F (when the model
+    provides them). The accumulator is the view ``buf[:, :n, :]`` of a random (B, n + 1, P_rec)
+    buffer, as RTRL passes it: F must be added to it, and nothing else of ``buf`` may change."""
+    model, arr, name = probe.model, probe.arr, f"model {probe.model.name!r}"
+    B, n, p_rec = F.shape
+    if model.has(STATE_JACOBIAN):
+        dense = model.state_jacobian(theta, cache)
+        probe.shape("state_jacobian", dense, (B, n, n))
+        probe.compare("state_jacobian", B, dense, J)
+    if model.has(PARAM_JACOBIAN_ACCUMULATE):
+        start = rng.standard_normal((B, n + 1, p_rec))
+        buf = arr(start.copy())
+        if model.param_jacobian_accumulate(theta, cache, buf[:, :n, :]) is not None:
+            raise _fail(f"{name}: param_jacobian_accumulate", "returned a value; it adds F_t "
+                        "into acc in place and returns None")
+        got = probe.np(buf)
+        if not np.array_equal(got[:, n, :], start[:, n, :]):
+            raise _fail(f"{name}: param_jacobian_accumulate", "wrote outside acc (the row of "
+                        "the buffer after the view acc = buf[:, :n, :] changed)")
+        probe.compare("param_jacobian_accumulate", B, got[:, :n, :] - start[:, :n, :], F)
 
 
 def _check_derived_vjps(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
@@ -289,7 +322,111 @@ def _check_derived_vjps(probe: _ModelProbe, theta: Array, cache: dict[str, Array
                     "returned a state part although state=False")
     probe.shape("vjp_accumulate (P_rec,)", total, (p_rec,))
     probe.compare("vjp_accumulate (P_rec,)", B, probe.np(total) - start[0], want.sum(axis=0))
+    scale = rng.uniform(0.5, 2.0, size=(B, 1))  # acc ← acc · scale + Uᵀ F_t, in one pass
+    acc = arr(start.copy())
+    model.vjp_accumulate(theta, cache, arr(u), acc, state=False, scale=arr(scale))
+    probe.compare("vjp_accumulate (scale)", B, probe.np(acc), start * scale + want)
     if model.has(VJP_PARAM_SQNORMS):
         sq = model.vjp_param_sqnorms(theta, cache, arr(u))
         probe.shape("vjp_param_sqnorms", sq, (B,))
         probe.compare("vjp_param_sqnorms", B, sq, np.sum(want * want, axis=1))
+
+
+#: replicas of the replicated-θ check, and its tolerance (the arithmetic of a replica is that of
+#: the run alone: the built-in models match bit for bit)
+REPLICAS = 3
+REPLICA_RTOL = 1e-12
+
+
+def _check_replicas(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.random.Generator,
+                    n_tangents: int) -> None:
+    """A model that declares ``replicas``: every primitive it implements, called with θ (R, P)
+    and (R, B, …) arrays, equals replica by replica the call on that replica's θ and rows."""
+    model, arr = probe.model, probe.arr
+    name = f"model {model.name!r}"
+    lay, n, m = model.layout, model.n_state, model.n_in
+    thetas = [theta_np * (1.0 + 0.2 * r) for r in range(REPLICAS)]
+    hs = [rng.standard_normal((B, n)) for _ in range(REPLICAS)]
+    xs = [rng.standard_normal((B, m)) for _ in range(REPLICAS)]
+
+    def stack(parts: list[np.ndarray]) -> Array:
+        return arr(np.stack(parts))
+
+    def same(primitive: str, together: Any, alone: list[Any]) -> None:
+        got = probe.np(together)
+        for r, want in enumerate(alone):
+            err = relative_error(got[r], probe.np(want))
+            probe.errors[f"{primitive} (replicas)"] = max(
+                probe.errors.get(f"{primitive} (replicas)", 0.0), err)
+            if err > REPLICA_RTOL:
+                raise _fail(f"{name}: {primitive} with a replicated θ",
+                            f"replica {r} differs from the call on its own θ by {err:.3e} "
+                            f"(tolerance {REPLICA_RTOL:g})")
+
+    theta = stack(thetas)
+    h1, cache = model.forward(theta, stack(hs), stack(xs))
+    alone = [model.forward(arr(t), arr(hh), arr(x)) for t, hh, x in zip(thetas, hs, xs,
+                                                                          strict=True)]
+    same("forward", h1, [a[0] for a in alone])
+    for key in cache:
+        same(f"forward (cache {key!r})", cache[key], [a[1][key] for a in alone])
+    same("readout", model.readout(theta, h1),
+         [model.readout(arr(t), a[0]) for t, a in zip(thetas, alone, strict=True)])
+    u_y = [rng.standard_normal((B, model.n_out)) for _ in range(REPLICAS)]
+    gh, g_out = model.readout_vjp(theta, h1, stack(u_y))
+    singles = [model.readout_vjp(arr(t), a[0], arr(u)) for t, a, u in zip(thetas, alone, u_y,
+                                                                           strict=True)]
+    same("readout_vjp (state part)", gh, [s[0] for s in singles])
+    same("readout_vjp (θ_out part)", g_out, [s[1] for s in singles])
+    caches = [a[1] for a in alone]
+    u = [rng.standard_normal((B, n)) for _ in range(REPLICAS)]
+
+    def each(primitive: str, *args: np.ndarray | None) -> None:
+        call = getattr(model, primitive)
+        together = call(theta, cache, *(None if a is None else stack(a) for a in args))
+        alone_out = [call(arr(t), c, *(None if a is None else arr(a[r]) for a in args))
+                     for r, (t, c) in enumerate(zip(thetas, caches, strict=True))]
+        if isinstance(together, tuple):
+            for i, part in enumerate(together):
+                same(f"{primitive} (part {i})", part, [o[i] for o in alone_out])
+        else:
+            same(primitive, together, alone_out)
+
+    if model.has(JVP_STATE):
+        each("jvp_state", u)
+        each("jvp_state", [rng.standard_normal((B, n, n_tangents)) for _ in range(REPLICAS)])
+    if model.has(VJP):
+        each("vjp", u)
+        start = [rng.standard_normal((B, lay.n_rec)) for _ in range(REPLICAS)]
+        scale = [rng.uniform(0.5, 2.0, size=(B, 1)) for _ in range(REPLICAS)]
+        acc = stack(start)
+        model.vjp_accumulate(theta, cache, stack(u), acc, state=False, scale=stack(scale))
+        accs = [arr(a.copy()) for a in start]
+        for r in range(REPLICAS):
+            model.vjp_accumulate(arr(thetas[r]), caches[r], arr(u[r]), accs[r], state=False,
+                                 scale=arr(scale[r]))
+        same("vjp_accumulate (per stream)", acc, accs)
+        total = stack([s[0] for s in start])
+        model.vjp_accumulate(theta, cache, stack(u), total, state=False)
+        totals = [arr(s[0].copy()) for s in start]
+        for r in range(REPLICAS):
+            model.vjp_accumulate(arr(thetas[r]), caches[r], arr(u[r]), totals[r], state=False)
+        same("vjp_accumulate (summed)", total, totals)
+    if model.has(VJP_PARAM_SQNORMS):
+        each("vjp_param_sqnorms", u)
+    if model.has(PARAM_ROW_SQNORMS):
+        each("param_row_sqnorms")
+        each("param_row_sqnorms", [rng.uniform(0.1, 2.0, size=lay.n_rec)
+                                   for _ in range(REPLICAS)])
+    if model.has(PARAM_JACOBIAN):
+        each("param_jacobian")
+    if model.has(STATE_JACOBIAN):
+        each("state_jacobian")
+    if model.has(PARAM_JACOBIAN_ACCUMULATE):
+        start = [rng.standard_normal((B, n, lay.n_rec)) for _ in range(REPLICAS)]
+        acc = stack(start)
+        model.param_jacobian_accumulate(theta, cache, acc)
+        accs = [arr(a.copy()) for a in start]
+        for r in range(REPLICAS):
+            model.param_jacobian_accumulate(arr(thetas[r]), caches[r], accs[r])
+        same("param_jacobian_accumulate", acc, accs)

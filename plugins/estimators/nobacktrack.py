@@ -53,6 +53,7 @@ class NoBackTrack(RankOneEstimator):
     description = ("NoBackTrack (Ollivier, Tallec & Charpiat 2015): rank-one estimate with "
                    "per-unit signs and scales, O(P)/step")
     Options = NoBackTrackOptions
+    replicas = True
     requires = frozenset({JVP_STATE, VJP, PARAM_ROW_SQNORMS})
     #: variance control (docs/architecture.md §9; measured in docs/estimators/README.md)
     optimizer_defaults: ClassVar[dict[str, Any]] = {

@@ -53,6 +53,7 @@ from gradflow import (
     VJP,
     Estimator,
     EstimatorOptions,
+    FactoredDirection,
     PerStream,
     StepRecord,
     block_size,
@@ -97,6 +98,7 @@ class RankOneEstimator(Estimator):
     requires = frozenset({JVP_STATE, VJP})
     kind = "unbiased"
     stochastic = True
+    returns_factors = True
 
     def __init__(self, model: Any, options: RankOneOptions) -> None:
         super().__init__(model, options)
@@ -107,6 +109,16 @@ class RankOneEstimator(Estimator):
 
     def setup_workspace(self) -> None:
         self._coef: Array | None = None  # δ_t,b · ṽ_b of the last step (stream_estimates)
+        #: |w̃|² per stream, (B, 1), measured at the end of the last step (the next step's ρ̄
+        #: needs it): only with the Euclidean norm, and forgotten when w̃ changes otherwise
+        self._w_sq: Array | None = None
+        cls = type(self)
+        self._euclidean = cls.param_sqnorm is RankOneEstimator.param_sqnorm
+        #: the estimate is returned by its factors unless finish() post-processes it
+        self._factored = cls.finish is RankOneEstimator.finish
+
+    def on_reset(self, mask: Array) -> None:
+        self._w_sq = None  # the rows of w̃ of the reset streams are zero now
 
     # -- hooks -------------------------------------------------------------------------------
     def before_step(self, record: StepRecord) -> None:
@@ -119,11 +131,11 @@ class RankOneEstimator(Estimator):
 
     def state_sqnorm(self, v: Array) -> Array:
         """Squared norm of state vectors (B, n) -> (B, 1). Euclidean by default."""
-        return self.xp.sum(v * v, axis=1, keepdims=True)
+        return self.xp.vecdot(v, v)[..., None]
 
     def param_sqnorm(self, w: Array) -> Array:
         """Squared norm of parameter vectors (B, P_rec) -> (B, 1). Euclidean by default."""
-        return self.xp.vecdot(w, w)[:, None]
+        return self.xp.vecdot(w, w)[..., None]
 
     def finish(self, direction: Array) -> Array:
         """Post-process the full estimate ĝ_t (P,) into the returned direction (in place allowed:
@@ -131,39 +143,57 @@ class RankOneEstimator(Estimator):
         return direction
 
     # -- one step ----------------------------------------------------------------------------
-    def step(self, record: StepRecord) -> Array:
+    def step(self, record: StepRecord) -> Array | FactoredDirection:
         xp, model, state = self.xp, self.model, self.state
         self.before_step(record)
         v_prop = model.jvp_state(record.theta, record.cache, state.v)  # J_t ṽ, a new (B, n)
         w = state.w
-        rho = balance(xp, self.param_sqnorm(w), self.state_sqnorm(v_prop), self.eps)
+        w_sq = self._w_sq if self._w_sq is not None else self.param_sqnorm(w)
+        rho = balance(xp, w_sq, self.state_sqnorm(v_prop), self.eps)
         fresh = self.fresh(record)
-        w /= rho  # w̃ / ρ̄, in place
-        if fresh.cotangent is not None:
-            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent, w, state=False)
+        inv_rho = 1.0 / rho  # w̃ / ρ̄ as a product: a division costs 3× a multiplication per entry
+        if fresh.cotangent is not None:  # w̃ ← w̃ / ρ̄ + uᵀF_t: one pass over w̃ in the model
+            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent, w, state=False,
+                                 scale=inv_rho)
         else:
+            w *= inv_rho
             w += fresh.b
         v_prop *= rho
         v_prop += fresh.a
         state.v = v_prop
-        coef = xp.sum(record.delta * v_prop, axis=1)  # δ_t,b · ṽ_b, (B,)
+        coef = xp.vecdot(record.delta, v_prop)  # δ_t,b · ṽ_b, (B,) ((R, B) with replicas)
         self._coef = coef
+        if self._factored and self.factors:  # g_rec = Σ_b coef_b w̃_b, formed by the consumer
+            return self._factors(coef, w, record.grad_out)
         buf = self.direction_buffer()
-        n_rec = self.layout.n_rec
-        if w.shape[0] == 1:  # g_rec = coef_0 w̃_0, block by block: one read and one write
+        n_rec, streams = self.layout.n_rec, w.shape[-2]
+        if streams == 1:  # g_rec = coef_0 w̃_0, block by block: one read and one write
             for c0, c1 in blocks(n_rec, block_size(xp)):
-                buf[c0:c1] = w[0, c0:c1] * coef[0]
+                buf[..., c0:c1] = w[..., 0, c0:c1] * coef[..., 0:1]
         else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
-            for c0, c1 in blocks(n_rec, max(1, TEMPORARY_BLOCK // w.shape[0])):
-                buf[c0:c1] = coef @ w[:, c0:c1]
-        buf[n_rec:] = record.grad_out
+            for c0, c1 in blocks(n_rec, max(1, TEMPORARY_BLOCK // streams)):
+                buf[..., c0:c1] = (coef[..., None, :] @ w[..., :, c0:c1])[..., 0, :]
+        buf[..., n_rec:] = record.grad_out
+        if self._factored:
+            self._w_sq = self.param_sqnorm(w) if self._euclidean else None
         return self.finish(buf)
+
+    def _factors(self, coef: Array, w: Array, grad_out: Array) -> FactoredDirection:
+        """The estimate as [coefᵀ w̃, ∂ℓ/∂θ_out], with ‖coefᵀ w̃‖² for one stream (coef² |w̃|²,
+        from the |w̃|² the next step needs anyway: one read of w̃)."""
+        rec_sq = None
+        if self._euclidean:
+            w_sq = self.param_sqnorm(w)
+            self._w_sq = w_sq
+            if w.shape[-2] == 1:
+                rec_sq = (coef[..., 0] * coef[..., 0]) * w_sq[..., 0, 0]
+        return FactoredDirection(coef, w, grad_out, rec_sq)
 
     def stream_estimates(self) -> Array | None:
         """(δ_t,b · ṽ_b) w̃_b for each stream b, (B, P_rec): the streams are independent."""
         if self._coef is None:
             return None
-        return self._coef[:, None] * self.state.w
+        return self._coef[..., None] * self.state.w
 
 
 @dataclass

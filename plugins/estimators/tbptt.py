@@ -76,7 +76,7 @@ class WindowBackprop(Estimator):
         ]
 
     def setup_workspace(self) -> None:
-        self._g_rec = self.xp.zeros((self.layout.n_rec,), dtype=self.dtype)
+        self._g_rec = self.xp.zeros((*self.lead, self.layout.n_rec), dtype=self.dtype)
 
     def on_reset(self, mask: Array) -> None:
         """Nothing flows back across the boundary: the next recorded step carries the mask."""
@@ -111,7 +111,7 @@ class WindowBackprop(Estimator):
             u = model.vjp_accumulate(theta, entry["cache"], u, g)  # g += Σ_b u_bᵀ F_b
             cut = entry.get("cut")
             if cut is not None:
-                u = xp.where(cut[:, None], zero, u)
+                u = xp.where(cut[..., None], zero, u)
         direction = self.fill_direction(g, state.g_out)
         state.g_out[...] = 0.0
         state.pending = 0
@@ -129,6 +129,7 @@ class TBPTT(WindowBackprop):
     Options = TBPTTOptions
     #: exact only when the window covers the whole past (k2 ≥ the sequence length)
     kind = "biased"
+    replicas = True
 
     def __init__(self, model: Any, options: TBPTTOptions) -> None:
         super().__init__(model, options)

@@ -51,6 +51,7 @@ class UORO(RankOneEstimator):
         "name": "sgd", "lr": 0.01, "schedule": "constant", "clip_rec": 0.1,
     }
     Options = UOROOptions
+    replicas = True
 
     def __init__(self, model: Any, options: UOROOptions) -> None:
         super().__init__(model, options)
@@ -58,13 +59,14 @@ class UORO(RankOneEstimator):
 
     def fresh(self, record: StepRecord) -> Fresh:
         xp, model = self.xp, self.model
-        batch, n = self.state.v.shape
-        nu = self.rng.signs((batch, n), self.dtype)
+        shape = tuple(self.state.v.shape)  # (B, n), (R, B, n) with replicas
+        n = shape[-1]
+        nu = self.rng.signs(shape, self.dtype)
         if self._cheap_norms:
             sq = model.vjp_param_sqnorms(record.theta, record.cache, nu)  # |νᵀ F_t|², (B,)
-            rho1 = balance(xp, sq[:, None], float(n), self.eps)
+            rho1 = balance(xp, sq[..., None], float(n), self.eps)
             return Fresh(a=rho1 * nu, cotangent=nu / rho1)
         _, dtheta = model.vjp(record.theta, record.cache, nu)  # νᵀ F_t, (B, P_rec)
-        rho1 = balance(xp, xp.vecdot(dtheta, dtheta)[:, None], float(n), self.eps)
+        rho1 = balance(xp, xp.vecdot(dtheta, dtheta)[..., None], float(n), self.eps)
         dtheta /= rho1
         return Fresh(a=rho1 * nu, b=dtheta)

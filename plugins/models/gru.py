@@ -25,6 +25,7 @@ and D_i = [κ_r, κ_z, κ_n], D_h = [κ_r, κ_z, κ_n'] (3n each), the primitive
     Uᵀ F_t    = [vec(e_i x_tᵀ), vec(e_h h_{t-1}ᵀ), e_i, e_h],
                 e_i = D_i ⊙ [U; U; U], e_h = D_h ⊙ [U; U; U]
     F_t[k, :] = the same with U = e_k (one nonzero row block per parameter)
+    J_t       = Σ_b diag(D_h,b) W_hh,b + diag(z)          (dense, n × n; W_hh,b the block b rows)
     Σ_j F_t[k, j]² / m_j
               = Σ_b D_i,bk² (Σ_j x_j² / m_{W_ih[bk, j]} + 1 / m_{b_ih[bk]})
               + D_h,bk² (Σ_j h_j² / m_{W_hh[bk, j]} + 1 / m_{b_hh[bk]})
@@ -36,7 +37,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
+from gradflow import (
+    AffineReadoutModel,
+    CounterRNG,
+    ModelOptions,
+    add_block_diagonal,
+    add_row_outer,
+    sigmoid,
+)
 
 Array = Any
 
@@ -113,6 +121,25 @@ class GRU(AffineReadoutModel):
         f_ih = xp.reshape(sel_i[:, :, :, None] * x[:, None, None, :], (B, n, -1))
         f_hh = xp.reshape(sel_h[:, :, :, None] * h[:, None, None, :], (B, n, -1))
         return xp.concat([f_ih, f_hh, sel_i, sel_h], axis=2)
+
+    def state_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t = Σ_b diag(D_h,b) W_hh,b + diag(z), shape (B, n, n)."""
+        w = self.layout.view(theta, "W_hh")
+        jac = self._sum_blocks(cache["d_h"][:, :, None] * w[None, :, :])
+        add_block_diagonal(self.xp, jac, 0, cache["z"][:, :, None])
+        return jac
+
+    def param_jacobian_accumulate(self, theta: Array, cache: dict[str, Array],
+                                  acc: Array) -> None:
+        """acc += F_t touching only its non-zero entries: row k gets, for each block b,
+        D_i,bk x_t on W_ih[bn + k, :], D_h,bk h_{t-1} on W_hh[bn + k, :], D_i,bk on b_ih[bn + k]
+        and D_h,bk on b_hh[bn + k] (P_rec numbers in all; the dense F_t has n · P_rec)."""
+        xp, specs = self.xp, self.layout.specs
+        d_i, d_h = cache["d_i"], cache["d_h"]
+        add_row_outer(xp, acc, specs["W_ih"].offset, d_i, cache["x"])
+        add_row_outer(xp, acc, specs["W_hh"].offset, d_h, cache["h"])
+        add_row_outer(xp, acc, specs["b_ih"].offset, d_i)
+        add_row_outer(xp, acc, specs["b_hh"].offset, d_h)
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

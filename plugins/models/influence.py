@@ -14,7 +14,7 @@ truncation up to 40 with the defaults).
 
 Primitives (θ is a scalar, P_rec = 1, P_out = 0):
 
-    J_t V      = ½ V + ½ S V          Uᵀ J_t = ½ U + ½ Sᵀ U
+    J_t V      = ½ V + ½ S V          Uᵀ J_t = ½ U + ½ Sᵀ U      J_t = ½ I + ½ S (dense)
     F_t        = b                    Uᵀ F_t = U · b
     Σ_j F_t[k, j]² / m_j = b_k² / m_θ = 1 / m_θ
 
@@ -108,6 +108,17 @@ class Influence(Model):
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
         xp, h = self.xp, cache["h"]
         return xp.zeros((h.shape[0], self.n_state, 1), dtype=h.dtype) + self.b[None, :, None]
+
+    def state_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t = ½ I + ½ S for every stream, shape (B, n, n)."""
+        xp, n, h = self.xp, self.n_state, cache["h"]
+        one = 0.5 * (xp.eye(n, dtype=h.dtype) + xp.eye(n, k=1, dtype=h.dtype))
+        return xp.zeros((h.shape[0], n, n), dtype=h.dtype) + one[None, :, :]
+
+    def param_jacobian_accumulate(self, theta: Array, cache: dict[str, Array],
+                                  acc: Array) -> None:
+        """acc += F_t = b (P_rec = 1: the one column)."""
+        acc[:, :, 0] += self.b[None, :]
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

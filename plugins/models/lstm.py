@@ -20,6 +20,8 @@ the primitives are, for V = [V_h; V_c] and U = [U_h; U_c],
     J_t V     = [Σ_b D_h,b ⊙ (W_hh V_h)_b + q f ⊙ V_c ;  Σ_b D_c,b ⊙ (W_hh V_h)_b + f ⊙ V_c]
     Uᵀ J_t    = [eᵀ W_hh ;  f ⊙ (U_c + q ⊙ U_h)],   e = D_h ⊙ [U_h]×4 + D_c ⊙ [U_c]×4
     Uᵀ F_t    = [vec(e x_tᵀ), vec(e h_{t-1}ᵀ), e, e]
+    J_t       = [Σ_b diag(D_h,b) W_hh,b   diag(q f) ;  Σ_b diag(D_c,b) W_hh,b   diag(f)]   (2n × 2n)
+    F_t[h_k, :] = the same as Uᵀ F_t with e = D_h ⊙ [e_k]×4,  F_t[c_k, :] with e = D_c ⊙ [e_k]×4
     Σ_j F_t[h_k, j]² / m_j = Σ_b D_h,bk² S_bk,   Σ_j F_t[c_k, j]² / m_j = Σ_b D_c,bk² S_bk,
               S_bk = Σ_j x_j² / m_{W_ih[bk, j]} + Σ_j h_j² / m_{W_hh[bk, j]}
                      + 1 / m_{b_ih[bk]} + 1 / m_{b_hh[bk]}
@@ -31,7 +33,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow import AffineReadoutModel, CounterRNG, ModelOptions, sigmoid
+from gradflow import (
+    AffineReadoutModel,
+    CounterRNG,
+    ModelOptions,
+    add_block_diagonal,
+    add_row_outer,
+    sigmoid,
+)
 
 Array = Any
 
@@ -131,6 +140,33 @@ class LSTM(AffineReadoutModel):
         f_ih = xp.reshape(sel[:, :, :, None] * x[:, None, None, :], (B, 2 * n, -1))
         f_hh = xp.reshape(sel[:, :, :, None] * h[:, None, None, :], (B, 2 * n, -1))
         return xp.concat([f_ih, f_hh, sel, sel], axis=2)
+
+    def state_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t = [Σ_b diag(D_h,b) W_hh,b, diag(q f); Σ_b diag(D_c,b) W_hh,b, diag(f)], shape
+        (B, 2n, 2n) (rows and columns [h; c])."""
+        xp, n = self.xp, self.n_hidden
+        w = self.layout.view(theta, "W_hh")[None, :, :]
+        f, q = cache["f"], cache["q"]
+        jac = xp.zeros((f.shape[0], 2 * n, 2 * n), dtype=f.dtype)
+        jac[:, :n, :n] = self._sum_blocks(cache["d_h"][:, :, None] * w)
+        jac[:, n:, :n] = self._sum_blocks(cache["d_c"][:, :, None] * w)
+        add_block_diagonal(xp, jac[:, :n, :], n, (q * f)[:, :, None])
+        add_block_diagonal(xp, jac[:, n:, :], n, f[:, :, None])
+        return jac
+
+    def param_jacobian_accumulate(self, theta: Array, cache: dict[str, Array],
+                                  acc: Array) -> None:
+        """acc += F_t touching only its non-zero entries: row h_k (row c_k) gets, for each block
+        b, D_h,bk (D_c,bk) times x_t on W_ih[bn + k, :], times h_{t-1} on W_hh[bn + k, :], and
+        itself on b_ih[bn + k] and b_hh[bn + k] (2 P_rec numbers in all; the dense F_t has
+        2n · P_rec)."""
+        xp, n, specs = self.xp, self.n_hidden, self.layout.specs
+        h, x = cache["h"], cache["x"]
+        for rows, coeff in ((acc[:, :n, :], cache["d_h"]), (acc[:, n:, :], cache["d_c"])):
+            add_row_outer(xp, rows, specs["W_ih"].offset, coeff, x)
+            add_row_outer(xp, rows, specs["W_hh"].offset, coeff, h)
+            add_row_outer(xp, rows, specs["b_ih"].offset, coeff)
+            add_row_outer(xp, rows, specs["b_hh"].offset, coeff)
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

@@ -10,6 +10,7 @@ With s = tanh(a) and d = α (1 − s²) (elementwise), the primitives are
     Uᵀ J_t     = (1 − α) U + (d ⊙ U)ᵀ W_hh
     Uᵀ F_t     = [vec((d ⊙ U) h_{t-1}ᵀ), vec((d ⊙ U) x_tᵀ), d ⊙ U]
     F_t[k, :]  = d_k [e_k ⊗ h_{t-1}, e_k ⊗ x_t, e_k]
+    J_t        = (1 − α) I + diag(d) W_hh                 (dense, n × n)
     Σ_j F_t[k, j]² / m_j
                = d_k² (Σ_j h_j² / m_{W_hh[k,j]} + Σ_j x_j² / m_{W_xh[k,j]} + 1 / m_{b_h[k]})
 
@@ -20,11 +21,11 @@ With s = tanh(a) and d = α (1 − s²) (elementwise), the primitives are
 
 Hot paths (:meth:`RNN.vjp_accumulate`): the parameter part of a VJP is a sum of outer products
 e hᵀ, e xᵀ added straight into the caller's accumulator. Summed over the B streams it is a matrix
-product Eᵀ H (n × B times B × n); per stream, outer products. Both are formed in blocks of at most
-2¹⁸ numbers (bands of rows for large n), so no temporary of size P (let alone B·P) is allocated:
-a 2 MiB block stays in the cache between being formed and being added, and the allocator reuses
-its memory (measured at n = 1024, B = 1: 20 % faster than one 8 MiB outer product, and no page
-faults at B = 32, where whole-stream temporaries made glibc return and re-fault memory).
+product Eᵀ H (n × B times B × n), in bands of rows of at most 2¹⁸ numbers. Per stream, for a small
+network, one operation per weight on its view of the accumulator; for a large one, bands of rows
+of a cache-sized block (2¹⁵ numbers on a CPU), each scaled by the rank-one estimators' 1/ρ and
+added to while it is in the cache: one pass over the accumulator, and no temporary larger than a
+band (no page faults per step).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from gradflow import (
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
+    add_block_diagonal,
+    add_row_outer,
+    block_size,
     blocks,
 )
 
@@ -57,6 +61,7 @@ class RNN(AffineReadoutModel):
     name = "rnn"
     description = "leaky tanh RNN: h' = (1−α)h + α tanh(W_hh h + W_xh x + b_h), affine readout"
     Options = RNNOptions
+    replicas = True
 
     def __init__(self, options: RNNOptions, backend: Any) -> None:
         super().__init__(options, backend)
@@ -91,28 +96,31 @@ class RNN(AffineReadoutModel):
         return lay.view(theta, "W_hh"), lay.view(theta, "W_xh"), lay.view(theta, "b_h")
 
     def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:
+        """h_t and the cache {h_{t−1}, x_t, d = α (1 − tanh(a_t)²)}."""
         w_hh, w_xh, b_h = self._weights(theta)
-        a = h @ w_hh.T
-        a += x @ w_xh.T
-        a += b_h
+        a = h @ w_hh.mT
+        a += x @ w_xh.mT
+        a += b_h[..., None, :]
         s = self.xp.tanh(a)
-        h_next = s if self.alpha == 1.0 else (1.0 - self.alpha) * h + self.alpha * s
-        return h_next, {"h": h, "x": x, "s": s}
+        d = 1.0 - s * s  # d = α (1 − s²): every derivative needs it, so it is made once here
+        if self.alpha == 1.0:
+            return s, {"h": h, "x": x, "d": d}
+        d *= self.alpha
+        return (1.0 - self.alpha) * h + self.alpha * s, {"h": h, "x": x, "d": d}
 
     # -- derivatives -------------------------------------------------------------------------
     def _d(self, cache: dict[str, Array]) -> Array:
-        s = cache["s"]
-        return self.alpha * (1.0 - s * s)
+        return cache["d"]
 
     def jvp_state(self, theta: Array, cache: dict[str, Array], v: Array) -> Array:
         w = self.layout.view(theta, "W_hh")
         d = self._d(cache)
-        if v.ndim == 2:
-            out = v @ w.T
+        if v.ndim == d.ndim:  # one tangent per stream, (..., B, n)
+            out = v @ w.mT
             out *= d
-        else:
-            out = w @ v
-            out *= d[:, :, None]
+        else:  # K tangents per stream, (..., B, n, K)
+            out = w[..., None, :, :] @ v
+            out *= d[..., None]
         if self.alpha != 1.0:
             out += (1.0 - self.alpha) * v
         return out
@@ -126,26 +134,59 @@ class RNN(AffineReadoutModel):
     def vjp(self, theta: Array, cache: dict[str, Array], u: Array) -> tuple[Array, Array]:
         xp = self.xp
         e = self._d(cache) * u
-        B = u.shape[0]
-        g_hh = xp.reshape(e[:, :, None] * cache["h"][:, None, :], (B, -1))
-        g_xh = xp.reshape(e[:, :, None] * cache["x"][:, None, :], (B, -1))
-        return self._vjp_state(theta, e, u), xp.concat([g_hh, g_xh, e], axis=1)
+        lead = tuple(u.shape[:-1])
+        g_hh = xp.reshape(e[..., :, None] * cache["h"][..., None, :], (*lead, -1))
+        g_xh = xp.reshape(e[..., :, None] * cache["x"][..., None, :], (*lead, -1))
+        return self._vjp_state(theta, e, u), xp.concat([g_hh, g_xh, e], axis=-1)
 
     def vjp_accumulate(self, theta: Array, cache: dict[str, Array], u: Array, acc: Array,
-                       state: bool = True) -> Array | None:
-        """acc += Uᵀ F_t without forming Uᵀ F_t: outer products added block by block."""
+                       state: bool = True, scale: Array | None = None) -> Array | None:
+        """acc (· scale) += Uᵀ F_t without forming Uᵀ F_t: outer products added into acc.
+
+        Small (B·P_rec ≤ ``TEMPORARY_BLOCK``): one operation per weight on its view of acc.
+        Large: per stream, bands of rows of W_hh and W_xh of a cache-sized block each, each
+        scaled and added to while it is in the cache (one pass over acc, not two).
+        """
+        xp = self.xp
         e = self._d(cache) * u
         h, x = cache["h"], cache["x"]
         n, m = self.n_state, self.options.n_in
-        blocks = ((0, h, n), (n * n, x, m))
-        if acc.ndim == 1:  # Σ_b e_b ⊗ h_b: one matrix product over the streams
-            for start, z, width in blocks:
-                _add_outer_sum(self.xp, acc, start, e, z, width)
-            acc[n * (n + m):] += self.xp.sum(e, axis=0)
+        pieces = ((0, h, n), (n * n, x, m))
+        if theta.ndim > 1:  # replicated runs: one operation a weight on views of acc
+            views = self.layout.views(acc)
+            if scale is not None:
+                acc *= scale
+            if acc.ndim == theta.ndim:  # summed over each replica's streams
+                views["W_hh"] += e.mT @ h
+                views["W_xh"] += e.mT @ x
+                views["b_h"] += xp.sum(e, axis=-2)
+            else:
+                views["W_hh"] += e[..., :, None] * h[..., None, :]
+                views["W_xh"] += e[..., :, None] * x[..., None, :]
+                views["b_h"] += e
+        elif acc.ndim == 1:  # Σ_b e_b ⊗ h_b: one matrix product over the streams
+            if scale is not None:
+                acc *= scale
+            for start, z, width in pieces:
+                _add_outer_sum(xp, acc, start, e, z, width)
+            acc[n * (n + m):] += xp.sum(e, axis=0)
+        elif acc.shape[0] * n * (n + m) <= TEMPORARY_BLOCK:  # small: one operation a weight
+            if scale is not None:
+                acc *= scale
+            views = self.layout.views(acc)  # (B, n, n), (B, n, m), (B, n): views of acc
+            views["W_hh"] += e[:, :, None] * h[:, None, :]
+            views["W_xh"] += e[:, :, None] * x[:, None, :]
+            views["b_h"] += e
         else:
-            for start, z, width in blocks:
-                _add_outer_rows(self.xp, acc, start, e, z, width)
-            acc[:, n * (n + m):] += e
+            for b in range(acc.shape[0]):
+                row = acc[b, ...]
+                factor = None if scale is None else scale[b, 0]
+                for start, z, width in pieces:
+                    _add_outer_bands(xp, row, start, e[b, ...], z[b, ...], width, factor)
+                bias = row[n * (n + m):]
+                if factor is not None:
+                    bias *= factor
+                bias += e[b, ...]
         return self._vjp_state(theta, e, u) if state else None
 
     def vjp_param_sqnorms(self, theta: Array, cache: dict[str, Array], u: Array) -> Array:
@@ -155,6 +196,8 @@ class RNN(AffineReadoutModel):
         return xp.vecdot(e, e) * (xp.vecdot(h, h) + xp.vecdot(x, x) + 1.0)
 
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        if theta.ndim > 1:
+            return self.xp.stack(_each_replica(self.param_jacobian, theta, cache))
         xp = self.xp
         d = self._d(cache)
         h, x = cache["h"], cache["x"]
@@ -165,39 +208,68 @@ class RNN(AffineReadoutModel):
         f_xh = xp.reshape(diag[:, :, :, None] * x[:, None, None, :], (B, n, -1))
         return xp.concat([f_hh, f_xh, diag], axis=2)
 
+    def state_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t = (1 − α) I + diag(d) W_hh, shape (B, n, n)."""
+        if theta.ndim > 1:
+            return self.xp.stack(_each_replica(self.state_jacobian, theta, cache))
+        jac = self._d(cache)[:, :, None] * self.layout.view(theta, "W_hh")[None, :, :]
+        if self.alpha != 1.0:
+            add_block_diagonal(self.xp, jac, 0, self.xp.full((1, self.n_state, 1),
+                                                              1.0 - self.alpha, dtype=jac.dtype))
+        return jac
+
+    def param_jacobian_accumulate(self, theta: Array, cache: dict[str, Array],
+                                  acc: Array) -> None:
+        """acc += F_t touching only its non-zero entries: row k gets d_k h_{t-1} on W_hh[k, :],
+        d_k x_t on W_xh[k, :] and d_k on b_h[k]: n + m + 1 numbers per row, P_rec in all
+        (the dense F_t has n · P_rec)."""
+        if theta.ndim > 1:
+            _each_replica(self.param_jacobian_accumulate, theta, cache, acc)
+            return
+        xp, lay = self.xp, self.layout
+        d = self._d(cache)
+        add_row_outer(xp, acc, lay.specs["W_hh"].offset, d, cache["h"])
+        add_row_outer(xp, acc, lay.specs["W_xh"].offset, d, cache["x"])
+        add_row_outer(xp, acc, lay.specs["b_h"].offset, d)
+
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:
         xp = self.xp
         d = self._d(cache)
         h2, x2 = cache["h"] ** 2, cache["x"] ** 2
         if inv_metric is None:
-            rows = xp.sum(h2, axis=1, keepdims=True) + xp.sum(x2, axis=1, keepdims=True) + 1.0
+            rows = (xp.sum(h2, axis=-1, keepdims=True) + xp.sum(x2, axis=-1, keepdims=True)
+                    + 1.0)
         else:
             lay = self.layout
-            rows = (h2 @ lay.view(inv_metric, "W_hh").T + x2 @ lay.view(inv_metric, "W_xh").T
-                    + lay.view(inv_metric, "b_h"))
+            rows = (h2 @ lay.view(inv_metric, "W_hh").mT + x2 @ lay.view(inv_metric, "W_xh").mT
+                    + lay.view(inv_metric, "b_h")[..., None, :])
         return d * d * rows
 
 
-def _add_outer_rows(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
-    """acc[b, start:start + n·width] += vec(e_b z_bᵀ) for every stream b, one block of at most
-    ``TEMPORARY_BLOCK`` numbers at a time: several streams per block for small n, a band of rows
-    of one stream for large n (4 blocks per stream at n = 1024)."""
-    B, n = e.shape
-    size = n * width
-    if size == 0:
+def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
+                  *arrays: Array) -> list[Any]:
+    """``primitive`` called replica by replica on (R, …) arguments: the dense Jacobians, which no
+    replicated estimator calls in a hot loop, take a replicated θ this way."""
+    return [primitive(theta[r, ...], {k: v[r, ...] for k, v in cache.items()},
+                      *(a[r, ...] for a in arrays)) for r in range(theta.shape[0])]
+
+
+def _add_outer_bands(xp: Any, row: Array, start: int, e: Array, z: Array, width: int,
+                     scale: Array | None) -> None:
+    """row[start:start + n·width] ← row[...] · scale + vec(e zᵀ), for one stream (e (n,),
+    z (width,)), in bands of rows of at most ``block_size(xp)`` numbers (a CPU's cache-sized
+    block): each band is scaled and added to while it is in the cache, and its outer-product
+    temporary is a band too."""
+    n = e.shape[0]
+    if n * width == 0:
         return
-    if size <= TEMPORARY_BLOCK:
-        per = TEMPORARY_BLOCK // size
-        for b0, b1 in blocks(B, per):
-            outer = e[b0:b1, :, None] * z[b0:b1, None, :]
-            acc[b0:b1, start:start + size] += xp.reshape(outer, (b1 - b0, size))
-        return
-    rows = max(1, TEMPORARY_BLOCK // width)
-    for b in range(B):
-        for r0, r1 in blocks(n, rows):
-            outer = e[b, r0:r1, None] * z[b, None, :]
-            acc[b, start + r0 * width:start + r1 * width] += xp.reshape(outer, (-1,))
+    rows = max(1, min(block_size(xp), TEMPORARY_BLOCK) // width)
+    for r0, r1 in blocks(n, rows):
+        band = row[start + r0 * width:start + r1 * width]
+        if scale is not None:
+            band *= scale
+        band += xp.reshape(e[r0:r1, None] * z[None, :], (-1,))
 
 
 def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
