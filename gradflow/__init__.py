@@ -43,7 +43,13 @@ from gradflow.contracts.errors import (
     TrainingInterrupted,
 )
 from gradflow.contracts.estimator import KINDS, Estimator, EstimatorOptions, StepRecord
-from gradflow.contracts.inplace import add_block_diagonal, add_row_outer, matmul_into
+from gradflow.contracts.inplace import (
+    add_block_diagonal,
+    add_outer,
+    add_row_outer,
+    add_scaled,
+    matmul_into,
+)
 from gradflow.contracts.layout import ParamLayout, ParamSpec
 from gradflow.contracts.logger import Logger, LoggerOptions, RunRecord
 from gradflow.contracts.losses import LN2, get_loss
@@ -158,7 +164,9 @@ __all__ = [
     "Window",
     "__version__",
     "add_block_diagonal",
+    "add_outer",
     "add_row_outer",
+    "add_scaled",
     "block_size",
     "blocks",
     "bptt_gradients",

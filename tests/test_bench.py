@@ -127,9 +127,9 @@ def test_bench_json_has_every_field(monkeypatch, capsys) -> None:
         assert row["steps_per_block"] % (4 if name == "tbptt" else 1) == 0
         assert row["state_bytes_per_param"] == pytest.approx(row["state_bytes"] / row["P"])
         assert row["state_floats_per_param"] == pytest.approx(row["state_bytes"] / row["P"] / 8)
-    # the rank-one state is ṽ (n) and w̃ (P_rec): exactly (n + P_rec) / P floats per parameter
+    # the rank-one state is ṽ (n), w (P_rec) and the scale σ of w̃ = σ w: n + P_rec + 1 floats
     for n in (4, 6, 8):
-        assert rows["uoro", n]["state_bytes"] == 8 * (n + n * n + 3 * n)
+        assert rows["uoro", n]["state_bytes"] == 8 * (n + n * n + 3 * n + 1)
     assert set(data["fits"]) == {"uoro", "tbptt", "rtrl", CONTROL}
     # the memory control: one SGD update of P numbers per size, timed like a step
     assert [(c["n"], c["P"]) for c in data["control"]] == [(n, n * n + 5 * n + 2)
@@ -190,12 +190,12 @@ def test_rounds_merge_all_blocks() -> None:
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("n", [8, 32])
 def test_state_bytes_per_parameter(n: int, dtype: str) -> None:
-    """B = 1: UORO and NoBackTrack keep ṽ, w̃ (≤ 2 floats per parameter), Kalman-NoBackTrack
-    also J_h and J_θ (≤ 4), RTRL its n × P_rec sensitivity."""
+    """B = 1: UORO and NoBackTrack keep ṽ, w and the scale σ of w̃ = σ w (≤ 2 floats per
+    parameter), Kalman-NoBackTrack also J_h and J_θ (≤ 4), RTRL its n × P_rec sensitivity."""
     item = 8 if dtype == "float64" else 4
     p, p_rec = n * n + 5 * n + 2, n * n + 3 * n
-    expected = {"uoro": n + p_rec, "nobacktrack": n + p_rec,
-                "kalman-nobacktrack": 2 * n + p_rec + p, "rtrl": n * p_rec, "readout-only": 0}
+    expected = {"uoro": n + p_rec + 1, "nobacktrack": n + p_rec + 1,
+                "kalman-nobacktrack": 2 * n + p_rec + p + 1, "rtrl": n * p_rec, "readout-only": 0}
     bounds = {"uoro": 2.0, "nobacktrack": 2.0, "kalman-nobacktrack": 4.0}
     for name, floats in expected.items():
         trainer = make_trainer(name, n, dtype=dtype)
@@ -242,7 +242,7 @@ def test_peak_step_bytes_works_on_array_api_strict() -> None:
     trainer = make_trainer("uoro", 16, backend="array_api_strict")
     trainer.advance()
     assert peak_step_bytes(trainer) > 0
-    assert state_bytes(trainer) == 8 * (16 + 16 * 16 + 48)
+    assert state_bytes(trainer) == 8 * (16 + 16 * 16 + 48 + 1)
 
 
 def test_bench_config_is_the_asv_suite_config() -> None:
@@ -333,8 +333,8 @@ def test_bench_json_reports_calls_bound_and_marginal(monkeypatch, capsys) -> Non
         else:  # uoro (rank-one: jvp_state, vjp), rtrl (jvp_state), tbptt (vjp)
             assert row["state_bytes"] > 0
             assert row["bound_bytes"] == _expected_bound(row, 8, "all", 2), name
-    # the rank-one bound at n = 8 in numbers: P = 106, P_rec = 88, state = n + P_rec floats
-    assert rows["uoro", 8]["bound_bytes"] == 8 * (2 * 106 + 2 * 88) + 2 * 8 * (8 + 88)
+    # the rank-one bound at n = 8 in numbers: P = 106, P_rec = 88, state = n + P_rec + 1 floats
+    assert rows["uoro", 8]["bound_bytes"] == 8 * (2 * 106 + 2 * 88) + 2 * 8 * (8 + 88 + 1)
     # the marginal fits: no size n ≥ 128 here, and none for the forward-only step
     assert data["fits"]["uoro"]["marginal"] == {
         "sizes": [], "P": [], "us": [], "fit": None,
@@ -357,7 +357,7 @@ def test_the_bound_of_uoro_at_1024_is_six_passes_over_theta() -> None:
 def test_bound_in_float32_uses_its_itemsize() -> None:
     result = run_bench(["uoro"], [8], dtype="float32", repeat=1, min_time=0.001, count_budget=0)
     (row,) = result.rows
-    assert row.state_bytes == 4 * (8 + 88)
+    assert row.state_bytes == 4 * (8 + 88 + 1)
     assert row.bound_bytes == 4 * (2 * row.P + 2 * row.P_rec) + 2 * row.state_bytes
     assert result.bandwidth[0]["bytes_per_pass"] == 3 * 4 * row.P
     assert row.calls_note == "not counted (count budget 0)" and row.numpy_calls_per_step is None

@@ -64,7 +64,7 @@ def test_state_memory_and_a_real_measurement(monkeypatch: pytest.MonkeyPatch) ->
     mem.setup("uoro")
     n = mem.N
     assert mem.track_floats_per_param("uoro") == pytest.approx(
-        (n + n * n + 3 * n) / (n * n + 5 * n + 2))
+        (n + n * n + 3 * n + 1) / (n * n + 5 * n + 2))
     monkeypatch.setattr(scaling, "MIN_TIME", 0.001)  # the structure, not the numbers
     measured = scaling._measure(["readout-only", "uoro"], [4, 6])
     assert set(measured) == {"readout-only/4", "readout-only/6", "uoro/4", "uoro/6"}

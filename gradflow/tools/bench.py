@@ -64,7 +64,7 @@ must stream (the definition of the bound):
   recurrent weights, which reads them again);
 * state_bytes: the bytes of the estimator's declared state (above), read and written once.
 
-For UORO at n = 1024, B = 1: 8 · (2P + 2P_rec) + 2 · 8 · (n + P_rec) ≈ 6 · 8 · P ≈ 50.5 MB.
+For UORO at n = 1024, B = 1: 8 · (2P + 2P_rec) + 2 · 8 · (n + P_rec + 1) ≈ 6 · 8 · P ≈ 50.5 MB.
 ``bound_us`` = bound_bytes ÷ bandwidth, the time streaming those bytes takes at that size, and
 ``ratio_to_bound`` = ``us_per_step`` ÷ ``bound_us``: how far the step is from being limited by
 memory alone (what is above 1 is arithmetic, Python dispatch, temporaries and passes beyond the

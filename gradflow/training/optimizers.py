@@ -27,6 +27,7 @@ from typing import Any
 
 from gradflow.contracts.blocking import block_size, blocks
 from gradflow.contracts.direction import FactoredDirection
+from gradflow.contracts.inplace import add_scaled
 from gradflow.runfiles.config import OPTIMIZERS
 
 Array = Any
@@ -78,12 +79,17 @@ class Optimizer(ABC):
 
     def _update_factored(self, theta: Array, g: FactoredDirection, lr: Any) -> Array:
         """The update with g formed block by block from its factors. Plain SGD (θ ← θ − η g)
-        folds η into the coefficients: each block of θ_rec is one product and one subtraction,
-        and a zero recurrent part is not streamed at all."""
+        folds η into the coefficients: each block of θ_rec is one product and one subtraction
+        (for one row of more than a block, one in-place axpy: :func:`gradflow.add_scaled`), and
+        a zero recurrent part is not streamed at all."""
         xp, n_rec, size = self.xp, g.n_rec, theta.shape[-1]
         plain = self.zero_is_no_op and self.scale is None
         rec = () if g.zero_rec and self.zero_is_no_op else blocks(n_rec, block_size(xp))
         out = ((n_rec + i, n_rec + j) for i, j in blocks(size - n_rec, block_size(xp)))
+        if plain and rec and theta.ndim == 1 and int(g.coef.shape[-1]) == 1 \
+                and n_rec > block_size(xp):  # one stream, large: θ_rec −= (η c) R_0, one axpy
+            add_scaled(xp, theta[:n_rec], -lr * g.coef[0], g.rows[0, :])
+            rec = ()
         for i, j in rec:
             if plain:
                 theta[..., i:j] -= g.rec_block(xp, i, j, lr)

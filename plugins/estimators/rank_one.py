@@ -27,15 +27,21 @@ the norms (:meth:`~RankOneEstimator.state_sqnorm`, :meth:`~RankOneEstimator.para
 run first in every step (:meth:`~RankOneEstimator.before_step`) and the post-processing of the
 estimate (:meth:`~RankOneEstimator.finish`).
 
-Hot path (per step, B streams): the parameter factor is updated in place,
+Hot path (per step, B streams). The parameter factor is stored as w̃ = σ w, with one scale σ per
+stream (state ``w_scale``), so that dividing w̃ by ρ̄ is a change of σ, not a pass over P numbers:
 
-    w̃ /= ρ̄,   w̃ += uᵀ F_t   (``model.vjp_accumulate``: straight into w̃, no (B, P_rec) temporary),
+    σ ← σ / ρ̄,   w += (u / σ)ᵀ F_t   (``model.vjp_accumulate``: straight into w, one pass;
+                                        a BLAS rank-one update on NumPy),
 
-when the fresh parameter factor is a VJP b = uᵀF_t (both built-in estimators), and the returned
-direction is written into a buffer allocated once (:meth:`gradflow.Estimator.direction_buffer`).
-Norms of parameter vectors are dot products (``vecdot``). So a step reads and writes w̃ a few
-times and allocates at most one outer-product block (see the model), whatever n is; no number is
-read back to the host.
+and the estimate's coefficient is (δ_t,b · ṽ_b) σ_b. σ is folded back into w (w ← σ w, σ ← 1,
+one pass) for the streams whose σ leaves [2⁻²⁰, 2²⁰] — so w stays within a factor 2²⁰ of w̃ —
+on NumPy, where reading σ on the host is free; on the other backends (a device, where it is
+not) at every step. Folding a stream never changes another's numbers (replicas stay equal to
+runs made alone). The direction is returned by its factors (:class:`gradflow.FactoredDirection`)
+or written into a buffer allocated once (:meth:`gradflow.Estimator.direction_buffer`). Norms of
+parameter vectors are dot products (``vecdot``), and |w|² is kept from the step that computed it.
+So a step reads and writes w once, reads it once for its norm, and allocates no (B, P_rec)
+temporary, whatever n is.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import is_numpy_array
 from pydantic import Field
 
 from gradflow import (
@@ -61,6 +68,10 @@ from gradflow import (
 )
 
 Array = Any
+
+
+#: the range σ is kept in (module docstring): w stays within 2²⁰ of w̃ in both directions
+_SCALE_MIN, _SCALE_MAX = 2.0**-20, 2.0**20
 
 
 class RankOneOptions(EstimatorOptions):
@@ -92,7 +103,8 @@ class RankOneEstimator(Estimator):
     """Per-stream rank-one estimate ṽ w̃ᵀ of G_t (see the module docstring).
 
     State: ``v`` (B, n) and ``w`` (B, P_rec), both zero at the start and when a stream starts a
-    new sequence (h_0 does not depend on θ).
+    new sequence (h_0 does not depend on θ), and ``w_scale`` σ (B, 1), one there: the parameter
+    factor is w̃ = σ w (module docstring).
     """
 
     requires = frozenset({JVP_STATE, VJP})
@@ -105,17 +117,21 @@ class RankOneEstimator(Estimator):
         self.eps = float(options.eps)
 
     def state_fields(self) -> list[PerStream]:
-        return [PerStream("v", (self.model.n_state,)), PerStream("w", (self.layout.n_rec,))]
+        return [PerStream("v", (self.model.n_state,)), PerStream("w", (self.layout.n_rec,)),
+                PerStream("w_scale", (1,), fill=1.0)]
 
     def setup_workspace(self) -> None:
-        self._coef: Array | None = None  # δ_t,b · ṽ_b of the last step (stream_estimates)
-        #: |w̃|² per stream, (B, 1), measured at the end of the last step (the next step's ρ̄
-        #: needs it): only with the Euclidean norm, and forgotten when w̃ changes otherwise
+        #: (δ_t,b · ṽ_b) σ_b of the last step, the coefficient of w (stream_estimates)
+        self._coef: Array | None = None
+        #: |w|² per stream, (B, 1), measured at the end of the last step (the next step's ρ̄
+        #: needs it): only with the Euclidean norm, and forgotten when w changes otherwise
         self._w_sq: Array | None = None
         cls = type(self)
         self._euclidean = cls.param_sqnorm is RankOneEstimator.param_sqnorm
         #: the estimate is returned by its factors unless finish() post-processes it
         self._factored = cls.finish is RankOneEstimator.finish
+        #: σ is folded only when out of range (NumPy: reading it costs nothing), else every step
+        self._lazy = is_numpy_array(self.xp.zeros((0,), dtype=self.dtype))
 
     def on_reset(self, mask: Array) -> None:
         self._w_sq = None  # the rows of w̃ of the reset streams are zero now
@@ -147,30 +163,32 @@ class RankOneEstimator(Estimator):
         xp, model, state = self.xp, self.model, self.state
         self.before_step(record)
         v_prop = model.jvp_state(record.theta, record.cache, state.v)  # J_t ṽ, a new (B, n)
-        w = state.w
+        w, sigma = state.w, state.w_scale  # w̃ = σ w
         w_sq = self._w_sq if self._w_sq is not None else self.param_sqnorm(w)
-        rho = balance(xp, w_sq, self.state_sqnorm(v_prop), self.eps)
+        rho = balance(xp, (sigma * sigma) * w_sq, self.state_sqnorm(v_prop), self.eps)
         fresh = self.fresh(record)
-        inv_rho = 1.0 / rho  # w̃ / ρ̄ as a product: a division costs 3× a multiplication per entry
-        if fresh.cotangent is not None:  # w̃ ← w̃ / ρ̄ + uᵀF_t: one pass over w̃ in the model
-            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent, w, state=False,
-                                 scale=inv_rho)
+        sigma = self._fold(w, sigma / rho)  # w̃ / ρ̄ = (σ / ρ̄) w: no pass over w
+        inv_sigma = 1.0 / sigma
+        if fresh.cotangent is not None:  # w += (u / σ)ᵀ F_t: one pass over w in the model
+            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent * inv_sigma, w,
+                                 state=False)
         else:
-            w *= inv_rho
-            w += fresh.b
+            w += fresh.b * inv_sigma
+        state.w_scale = sigma
         v_prop *= rho
         v_prop += fresh.a
         state.v = v_prop
-        coef = xp.vecdot(record.delta, v_prop)  # δ_t,b · ṽ_b, (B,) ((R, B) with replicas)
+        # (δ_t,b · ṽ_b) σ_b: the coefficient of w, (B,) ((R, B) with replicas)
+        coef = xp.vecdot(record.delta, v_prop) * sigma[..., 0]
         self._coef = coef
-        if self._factored and self.factors:  # g_rec = Σ_b coef_b w̃_b, formed by the consumer
+        if self._factored and self.factors:  # g_rec = Σ_b coef_b w_b, formed by the consumer
             return self._factors(coef, w, record.grad_out)
         buf = self.direction_buffer()
         n_rec, streams = self.layout.n_rec, w.shape[-2]
-        if streams == 1:  # g_rec = coef_0 w̃_0, block by block: one read and one write
+        if streams == 1:  # g_rec = coef_0 w_0, block by block: one read and one write
             for c0, c1 in blocks(n_rec, block_size(xp)):
                 buf[..., c0:c1] = w[..., 0, c0:c1] * coef[..., 0:1]
-        else:  # Σ_b coef_b w̃_b: matrix-vector products over the streams, in column blocks
+        else:  # Σ_b coef_b w_b: matrix-vector products over the streams, in column blocks
             for c0, c1 in blocks(n_rec, max(1, TEMPORARY_BLOCK // streams)):
                 buf[..., c0:c1] = (coef[..., None, :] @ w[..., :, c0:c1])[..., 0, :]
         buf[..., n_rec:] = record.grad_out
@@ -178,9 +196,24 @@ class RankOneEstimator(Estimator):
             self._w_sq = self.param_sqnorm(w) if self._euclidean else None
         return self.finish(buf)
 
+    def _fold(self, w: Array, sigma: Array) -> Array:
+        """σ folded into w where it must be (module docstring); returns the new σ. A stream
+        whose σ stays is multiplied by 1: its numbers do not change."""
+        xp = self.xp
+        if not self._lazy:
+            w *= sigma
+            return xp.ones_like(sigma)
+        inside = (sigma > _SCALE_MIN) & (sigma < _SCALE_MAX)
+        if bool(xp.all(inside)):
+            return sigma
+        one = xp.ones_like(sigma)
+        w *= xp.where(inside, one, sigma)
+        self._w_sq = None
+        return xp.where(inside, sigma, one)
+
     def _factors(self, coef: Array, w: Array, grad_out: Array) -> FactoredDirection:
-        """The estimate as [coefᵀ w̃, ∂ℓ/∂θ_out], with ‖coefᵀ w̃‖² for one stream (coef² |w̃|²,
-        from the |w̃|² the next step needs anyway: one read of w̃)."""
+        """The estimate as [coefᵀ w, ∂ℓ/∂θ_out], with ‖coefᵀ w‖² for one stream (coef² |w|²,
+        from the |w|² the next step needs anyway: one read of w)."""
         rec_sq = None
         if self._euclidean:
             w_sq = self.param_sqnorm(w)
@@ -190,7 +223,8 @@ class RankOneEstimator(Estimator):
         return FactoredDirection(coef, w, grad_out, rec_sq)
 
     def stream_estimates(self) -> Array | None:
-        """(δ_t,b · ṽ_b) w̃_b for each stream b, (B, P_rec): the streams are independent."""
+        """(δ_t,b · ṽ_b) w̃_b = (δ_t,b · ṽ_b) σ_b w_b for each stream b, (B, P_rec): the streams
+        are independent."""
         if self._coef is None:
             return None
         return self._coef[..., None] * self.state.w

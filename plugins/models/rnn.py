@@ -40,8 +40,8 @@ from gradflow import (
     CounterRNG,
     ModelOptions,
     add_block_diagonal,
+    add_outer,
     add_row_outer,
-    block_size,
     blocks,
 )
 
@@ -144,8 +144,8 @@ class RNN(AffineReadoutModel):
         """acc (· scale) += Uᵀ F_t without forming Uᵀ F_t: outer products added into acc.
 
         Small (B·P_rec ≤ ``TEMPORARY_BLOCK``): one operation per weight on its view of acc.
-        Large: per stream, bands of rows of W_hh and W_xh of a cache-sized block each, each
-        scaled and added to while it is in the cache (one pass over acc, not two).
+        Large: per stream, acc scaled (when asked) and one in-place rank-one update e zᵀ per
+        weight (:func:`gradflow.add_outer`: a BLAS ``ger`` on NumPy, one pass over the weight).
         """
         xp = self.xp
         e = self._d(cache) * u
@@ -177,15 +177,16 @@ class RNN(AffineReadoutModel):
             views["W_hh"] += e[:, :, None] * h[:, None, :]
             views["W_xh"] += e[:, :, None] * x[:, None, :]
             views["b_h"] += e
-        else:
+        else:  # per stream: one in-place rank-one update per weight (BLAS ger on NumPy)
             for b in range(acc.shape[0]):
                 row = acc[b, ...]
-                factor = None if scale is None else scale[b, 0]
+                if scale is not None:
+                    row *= scale[b, 0]
                 for start, z, width in pieces:
-                    _add_outer_bands(xp, row, start, e[b, ...], z[b, ...], width, factor)
+                    if width:
+                        rows = xp.reshape(row[start:start + n * width], (n, width), copy=False)
+                        add_outer(xp, rows, e[b, ...], z[b, ...])
                 bias = row[n * (n + m):]
-                if factor is not None:
-                    bias *= factor
                 bias += e[b, ...]
         return self._vjp_state(theta, e, u) if state else None
 
@@ -253,23 +254,6 @@ def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
     replicated estimator calls in a hot loop, take a replicated θ this way."""
     return [primitive(theta[r, ...], {k: v[r, ...] for k, v in cache.items()},
                       *(a[r, ...] for a in arrays)) for r in range(theta.shape[0])]
-
-
-def _add_outer_bands(xp: Any, row: Array, start: int, e: Array, z: Array, width: int,
-                     scale: Array | None) -> None:
-    """row[start:start + n·width] ← row[...] · scale + vec(e zᵀ), for one stream (e (n,),
-    z (width,)), in bands of rows of at most ``block_size(xp)`` numbers (a CPU's cache-sized
-    block): each band is scaled and added to while it is in the cache, and its outer-product
-    temporary is a band too."""
-    n = e.shape[0]
-    if n * width == 0:
-        return
-    rows = max(1, min(block_size(xp), TEMPORARY_BLOCK) // width)
-    for r0, r1 in blocks(n, rows):
-        band = row[start + r0 * width:start + r1 * width]
-        if scale is not None:
-            band *= scale
-        band += xp.reshape(e[r0:r1, None] * z[None, :], (-1,))
 
 
 def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
