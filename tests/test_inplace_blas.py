@@ -87,12 +87,12 @@ def _trajectory(batch: int, steps: int = 40) -> FrozenTrajectory:
 
 @pytest.mark.parametrize("name", ["uoro", "nobacktrack", "kalman-nobacktrack"])
 def test_stored_scale_gives_the_estimates_of_folding_every_step(name: str) -> None:
-    """σ kept lazily (NumPy) or folded into w at every step (the other backends' rule): the same
-    estimates, to rounding."""
+    """σ kept (NumPy above a cache block) or 1 with w scaled at every step (below it, and the
+    other backends): the same estimates, to rounding."""
     traj = _trajectory(batch=2)
     lazy = gradflow.create_estimator(name, traj.model)
+    lazy.lazy_scale_min = 0  # σ kept at this size too
     eager = gradflow.create_estimator(name, traj.model)
-    eager._lazy = False
     got = np.stack([d for _, d in traj.directions(lazy, seed=3)[0]])
     want = np.stack([d for _, d in traj.directions(eager, seed=3)[0]])
     assert rel_err(got, want) < 1e-12
@@ -105,6 +105,7 @@ def test_a_scale_out_of_range_is_folded_for_its_stream_only() -> None:
     runs = []
     for mutate in (False, True):
         est = gradflow.create_estimator("uoro", traj.model)
+        est.lazy_scale_min = 0
         est.start(2, seed=3)
         for t, _ in traj.run(est):
             if mutate and t == 19:  # w̃ = σ w unchanged, σ of stream 0 far below its range
@@ -121,3 +122,20 @@ def test_a_scale_out_of_range_is_folded_for_its_stream_only() -> None:
     np.testing.assert_array_equal(folded.state.w[1], plain.state.w[1])  # stream 1: same bits
     np.testing.assert_array_equal(folded.state.w_scale[1], plain.state.w_scale[1])
     assert rel_err(w_folded[0], w_plain[0]) < 1e-12
+
+
+def test_a_state_kept_with_a_scale_continues_where_the_scale_is_one() -> None:
+    """A checkpoint of a run that kept σ, loaded where σ is not kept (a small P_rec here, a
+    device backend in practice): σ is folded into w, and w̃ is the same."""
+    traj = _trajectory(batch=2)
+    kept = gradflow.create_estimator("uoro", traj.model)
+    kept.lazy_scale_min = 0
+    kept.start(2, seed=3)
+    for _ in traj.run(kept):
+        pass
+    state = kept.state_dict()
+    assert not np.all(state["array.w_scale"] == 1.0)
+    plain = gradflow.create_estimator("uoro", traj.model)
+    plain.load_state_dict(state)
+    np.testing.assert_array_equal(plain.state.w_scale, 1.0)
+    assert rel_err(plain.state.w, state["array.w"] * state["array.w_scale"]) < 1e-15

@@ -35,8 +35,11 @@ stream (state ``w_scale``), so that dividing w̃ by ρ̄ is a change of σ, not 
 
 and the estimate's coefficient is (δ_t,b · ṽ_b) σ_b. σ is folded back into w (w ← σ w, σ ← 1,
 one pass) for the streams whose σ leaves [2⁻²⁰, 2²⁰] — so w stays within a factor 2²⁰ of w̃ —
-on NumPy, where reading σ on the host is free; on the other backends (a device, where it is
-not) at every step. Folding a stream never changes another's numbers (replicas stay equal to
+which needs σ on the host: this is done on NumPy (where reading it is free) when P_rec exceeds
+one cache block (``lazy_scale_min``). Below that, and on the other backends (a device, where a
+read stalls the queue), σ stays 1 and the division is the model's ``vjp_accumulate(...,
+scale=1/ρ̄)``, fused with the addition: a pass in the cache costs less than the few operations
+on σ. Folding a stream never changes another's numbers (replicas stay equal to
 runs made alone). The direction is returned by its factors (:class:`gradflow.FactoredDirection`)
 or written into a buffer allocated once (:meth:`gradflow.Estimator.direction_buffer`). Norms of
 parameter vectors are dot products (``vecdot``), and |w|² is kept from the step that computed it.
@@ -111,6 +114,8 @@ class RankOneEstimator(Estimator):
     kind = "unbiased"
     stochastic = True
     returns_factors = True
+    #: σ is kept above this many numbers of P_rec (``None``: one cache block, ``block_size``)
+    lazy_scale_min: int | None = None
 
     def __init__(self, model: Any, options: RankOneOptions) -> None:
         super().__init__(model, options)
@@ -130,8 +135,14 @@ class RankOneEstimator(Estimator):
         self._euclidean = cls.param_sqnorm is RankOneEstimator.param_sqnorm
         #: the estimate is returned by its factors unless finish() post-processes it
         self._factored = cls.finish is RankOneEstimator.finish
-        #: σ is folded only when out of range (NumPy: reading it costs nothing), else every step
-        self._lazy = is_numpy_array(self.xp.zeros((0,), dtype=self.dtype))
+        #: σ is kept (folded only when out of range) on NumPy above ``lazy_scale_min`` numbers
+        #: of P_rec; elsewhere σ is 1 and w̃ = w is scaled in the model's pass (module docstring)
+        least = block_size(self.xp) if self.lazy_scale_min is None else self.lazy_scale_min
+        self._lazy = (self.layout.n_rec > least
+                      and is_numpy_array(self.xp.zeros((0,), dtype=self.dtype)))
+        if not self._lazy and not bool(self.xp.all(self.state.w_scale == 1.0)):
+            self.state.w *= self.state.w_scale  # a state kept with σ (a checkpoint) continues
+            self.state.w_scale = self.xp.ones_like(self.state.w_scale)
 
     def on_reset(self, mask: Array) -> None:
         self._w_sq = None  # the rows of w̃ of the reset streams are zero now
@@ -163,23 +174,26 @@ class RankOneEstimator(Estimator):
         xp, model, state = self.xp, self.model, self.state
         self.before_step(record)
         v_prop = model.jvp_state(record.theta, record.cache, state.v)  # J_t ṽ, a new (B, n)
-        w, sigma = state.w, state.w_scale  # w̃ = σ w
+        w = state.w
         w_sq = self._w_sq if self._w_sq is not None else self.param_sqnorm(w)
-        rho = balance(xp, (sigma * sigma) * w_sq, self.state_sqnorm(v_prop), self.eps)
-        fresh = self.fresh(record)
-        sigma = self._fold(w, sigma / rho)  # w̃ / ρ̄ = (σ / ρ̄) w: no pass over w
-        inv_sigma = 1.0 / sigma
-        if fresh.cotangent is not None:  # w += (u / σ)ᵀ F_t: one pass over w in the model
-            model.vjp_accumulate(record.theta, record.cache, fresh.cotangent * inv_sigma, w,
-                                 state=False)
-        else:
-            w += fresh.b * inv_sigma
-        state.w_scale = sigma
+        if self._lazy:  # w̃ = σ w: w̃ / ρ̄ = (σ / ρ̄) w, no pass over w; then w += (u / σ)ᵀ F_t
+            sigma = state.w_scale
+            rho = balance(xp, (sigma * sigma) * w_sq, self.state_sqnorm(v_prop), self.eps)
+            fresh = self.fresh(record)
+            sigma = self._fold(w, sigma / rho)
+            state.w_scale = sigma
+            self._add_fresh(record, fresh, 1.0 / sigma, None)
+        else:  # σ = 1: w ← w / ρ̄ + uᵀ F_t, one pass over w in the model
+            rho = balance(xp, w_sq, self.state_sqnorm(v_prop), self.eps)
+            fresh = self.fresh(record)
+            self._add_fresh(record, fresh, None, 1.0 / rho)
         v_prop *= rho
         v_prop += fresh.a
         state.v = v_prop
         # (δ_t,b · ṽ_b) σ_b: the coefficient of w, (B,) ((R, B) with replicas)
-        coef = xp.vecdot(record.delta, v_prop) * sigma[..., 0]
+        coef = xp.vecdot(record.delta, v_prop)
+        if self._lazy:
+            coef = coef * sigma[..., 0]
         self._coef = coef
         if self._factored and self.factors:  # g_rec = Σ_b coef_b w_b, formed by the consumer
             return self._factors(coef, w, record.grad_out)
@@ -196,13 +210,23 @@ class RankOneEstimator(Estimator):
             self._w_sq = self.param_sqnorm(w) if self._euclidean else None
         return self.finish(buf)
 
+    def _add_fresh(self, record: StepRecord, fresh: Fresh, factor: Array | None,
+                   scale: Array | None) -> None:
+        """w ← w · scale + b · factor (each (B, 1) or ``None`` for 1), b = uᵀF_t through the
+        model's ``vjp_accumulate`` when the fresh pair gives its cotangent u."""
+        w = self.state.w
+        if fresh.cotangent is not None:
+            u = fresh.cotangent if factor is None else fresh.cotangent * factor
+            self.model.vjp_accumulate(record.theta, record.cache, u, w, state=False, scale=scale)
+            return
+        if scale is not None:
+            w *= scale
+        w += fresh.b if factor is None else fresh.b * factor
+
     def _fold(self, w: Array, sigma: Array) -> Array:
         """σ folded into w where it must be (module docstring); returns the new σ. A stream
         whose σ stays is multiplied by 1: its numbers do not change."""
         xp = self.xp
-        if not self._lazy:
-            w *= sigma
-            return xp.ones_like(sigma)
         inside = (sigma > _SCALE_MIN) & (sigma < _SCALE_MAX)
         if bool(xp.all(inside)):
             return sigma
