@@ -129,13 +129,23 @@ def add_row_outer(xp: Any, acc: Array, start: int, coeff: Array, z: Array | None
             add_block_diagonal(xp, rows, start + (g * R + r0) * w, c if zz is None else c * zz)
 
 
-def _blas(name: str, *arrays: Array) -> Callable[..., Any] | None:
-    """SciPy's BLAS routine ``?name`` for NumPy float32/float64 arrays, else ``None``."""
-    if not all(is_numpy_array(a) and a.dtype in (np.float32, np.float64) for a in arrays):
-        return None
-    from scipy.linalg import blas  # imported on first use: a CLI start does not pay for it
+#: SciPy's BLAS routines by (name, dtype), looked up once (a lookup costs more than a small call)
+_BLAS: dict[tuple[str, Any], Callable[..., Any]] = {}
 
-    return blas.get_blas_funcs(name, arrays)
+
+def _blas(name: str, *arrays: Array) -> Callable[..., Any] | None:
+    """SciPy's BLAS routine ``?name`` for NumPy float32/float64 arrays of one dtype, else
+    ``None``."""
+    dtype = getattr(arrays[0], "dtype", None)
+    if dtype not in (np.float32, np.float64) or not all(
+            is_numpy_array(a) and a.dtype == dtype for a in arrays):
+        return None
+    routine = _BLAS.get((name, dtype))
+    if routine is None:
+        from scipy.linalg import blas  # imported on first use: a CLI start does not pay for it
+
+        routine = _BLAS.setdefault((name, dtype), blas.get_blas_funcs(name, arrays))
+    return routine
 
 
 def add_outer(xp: Any, mat: Array, e: Array, z: Array, alpha: float = 1.0) -> None:

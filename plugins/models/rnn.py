@@ -257,13 +257,16 @@ def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
 
 
 def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
-    """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): a matrix product over the
-    streams (an outer product for B = 1), in bands of rows of at most ``TEMPORARY_BLOCK``
-    numbers."""
+    """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): for B = 1 one in-place
+    rank-one update (:func:`gradflow.add_outer`), else a matrix product over the streams in bands
+    of rows of at most ``TEMPORARY_BLOCK`` numbers."""
     B, n = e.shape
     if n * width == 0:
         return
+    if B == 1:  # one in-place rank-one update (a BLAS ger on NumPy)
+        add_outer(xp, xp.reshape(acc[start:start + n * width], (n, width), copy=False), e[0, ...],
+                  z[0, ...])
+        return
     rows = max(1, TEMPORARY_BLOCK // width)
     for r0, r1 in blocks(n, rows):
-        band = e[0, r0:r1, None] * z[0, None, :] if B == 1 else e[:, r0:r1].T @ z
-        acc[start + r0 * width:start + r1 * width] += xp.reshape(band, (-1,))
+        acc[start + r0 * width:start + r1 * width] += xp.reshape(e[:, r0:r1].T @ z, (-1,))
