@@ -92,7 +92,8 @@ class Optimizer(ABC):
             rec = ()
         for i, j in rec:
             if plain:
-                theta[..., i:j] -= g.rec_block(xp, i, j, lr)
+                part = theta[..., i:j]  # a view: ``theta[...] -= x`` would copy it back too
+                part -= g.rec_block(xp, i, j, lr)
             else:
                 self._apply(theta, self._step(g.rec_block(xp, i, j), i, j), lr, i, j)
         for i, j in out:
@@ -103,7 +104,8 @@ class Optimizer(ABC):
         """θ[..., i:j] ← θ[..., i:j] − η s ⊙ step."""
         if self.scale is not None:
             step = step * self.scale[i:j]
-        theta[..., i:j] -= lr * step
+        part = theta[..., i:j]  # a view: ``theta[...] -= x`` would copy it back too
+        part -= lr * step
 
     def _part(self, array: Array, i: int, j: int) -> Array:
         """``array[..., i:j]``, or ``array`` itself when [i, j) is all of it."""

@@ -243,7 +243,7 @@ class RankOneEstimator(Estimator):
             w_sq = self.param_sqnorm(w)
             self._w_sq = w_sq
             if w.shape[-2] == 1:
-                rec_sq = (coef[..., 0] * coef[..., 0]) * w_sq[..., 0, 0]
+                rec_sq = self.xp.vecdot(coef, coef) * w_sq[..., 0, 0]  # coef_0², exactly
         return FactoredDirection(coef, w, grad_out, rec_sq)
 
     def stream_estimates(self) -> Array | None:

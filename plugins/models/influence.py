@@ -118,7 +118,8 @@ class Influence(Model):
     def param_jacobian_accumulate(self, theta: Array, cache: dict[str, Array],
                                   acc: Array) -> None:
         """acc += F_t = b (P_rec = 1: the one column)."""
-        acc[:, :, 0] += self.b[None, :]
+        column = acc[:, :, 0]
+        column += self.b[None, :]
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

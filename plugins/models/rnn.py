@@ -169,7 +169,8 @@ class RNN(AffineReadoutModel):
                 acc *= scale
             for start, z, width in pieces:
                 _add_outer_sum(xp, acc, start, e, z, width)
-            acc[n * (n + m):] += xp.sum(e, axis=0)
+            bias = acc[n * (n + m):]
+            bias += xp.sum(e, axis=0)
         elif acc.shape[0] * n * (n + m) <= TEMPORARY_BLOCK:  # small: one operation a weight
             if scale is not None:
                 acc *= scale
@@ -257,16 +258,20 @@ def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
 
 
 def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: int) -> None:
-    """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): for B = 1 one in-place
-    rank-one update (:func:`gradflow.add_outer`), else a matrix product over the streams in bands
-    of rows of at most ``TEMPORARY_BLOCK`` numbers."""
+    """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): a matrix product over the
+    streams (for B = 1 an outer product, each number one product: the numbers of the replicated
+    path, e.mT @ h) in bands of rows of at most ``TEMPORARY_BLOCK`` numbers; for one stream and
+    more numbers than that, one in-place rank-one update (:func:`gradflow.add_outer`, BLAS ger
+    on NumPy: one pass instead of two, rounded once where the product-then-sum rounds twice)."""
     B, n = e.shape
     if n * width == 0:
         return
-    if B == 1:  # one in-place rank-one update (a BLAS ger on NumPy)
+    if B == 1 and n * width > TEMPORARY_BLOCK:  # one in-place rank-one update (BLAS ger)
         add_outer(xp, xp.reshape(acc[start:start + n * width], (n, width), copy=False), e[0, ...],
                   z[0, ...])
         return
     rows = max(1, TEMPORARY_BLOCK // width)
     for r0, r1 in blocks(n, rows):
-        acc[start + r0 * width:start + r1 * width] += xp.reshape(e[:, r0:r1].T @ z, (-1,))
+        band = acc[start + r0 * width:start + r1 * width]
+        band += xp.reshape(e[0, r0:r1, None] * z[0, None, :] if B == 1 else e[:, r0:r1].T @ z,
+                           (-1,))
