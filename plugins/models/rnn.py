@@ -261,12 +261,12 @@ def _add_outer_sum(xp: Any, acc: Array, start: int, e: Array, z: Array, width: i
     """acc[start:start + n·width] += vec(Σ_b e_b z_bᵀ) = vec(Eᵀ Z): a matrix product over the
     streams (for B = 1 an outer product, each number one product: the numbers of the replicated
     path, e.mT @ h) in bands of rows of at most ``TEMPORARY_BLOCK`` numbers; for one stream and
-    more numbers than that, one in-place rank-one update (:func:`gradflow.add_outer`, BLAS ger
+    at least that many numbers, one in-place rank-one update (:func:`gradflow.add_outer`, BLAS ger
     on NumPy: one pass instead of two, rounded once where the product-then-sum rounds twice)."""
     B, n = e.shape
     if n * width == 0:
         return
-    if B == 1 and n * width > TEMPORARY_BLOCK:  # one in-place rank-one update (BLAS ger)
+    if B == 1 and n * width >= TEMPORARY_BLOCK:  # one in-place rank-one update (BLAS ger)
         add_outer(xp, xp.reshape(acc[start:start + n * width], (n, width), copy=False), e[0, ...],
                   z[0, ...])
         return
