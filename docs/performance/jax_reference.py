@@ -63,9 +63,13 @@ def split(p):
     return rec(p), {"W_hy": p["W_hy"], "b_y": p["b_y"]}
 
 
+def tree_norm(t):
+    """The Euclidean norm of a pytree of arrays."""
+    return jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree_util.tree_leaves(t)))
+
+
 def clip_rec(g):
-    norm = jnp.sqrt(sum(jnp.sum(v * v) for v in g.values()))
-    f = jnp.minimum(1.0, CLIP / (norm + 1e-12))
+    f = jnp.minimum(1.0, CLIP / (tree_norm(g) + 1e-12))
     return {k: v * f for k, v in g.items()}
 
 
@@ -94,9 +98,8 @@ def uoro_step(carry, xy):
     key, sub = jax.random.split(key)
     nu = jax.random.rademacher(sub, h.shape, dtype=h.dtype)
     dtheta, _ = vjp_fn(nu)
-    norm = lambda t: jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree_util.tree_leaves(t)))  # noqa
-    rho0 = jnp.sqrt((norm(w) + EPS) / (norm(jv) + EPS))
-    rho1 = jnp.sqrt((norm(dtheta) + EPS) / (norm(nu) + EPS))
+    rho0 = jnp.sqrt((tree_norm(w) + EPS) / (tree_norm(jv) + EPS))
+    rho1 = jnp.sqrt((tree_norm(dtheta) + EPS) / (tree_norm(nu) + EPS))
     v = rho0 * jv + rho1 * nu
     w = jax.tree_util.tree_map(lambda a, b: a / rho0 + b / rho1, w, dtheta)
     go, dh = jax.grad(out_loss, argnums=(0, 1))(o, h_new, y)
@@ -115,8 +118,7 @@ def nbt_step(carry, xy):
     d = 1 - h_new * h_new
     rows = d * jnp.sqrt(jnp.sum(h * h) + jnp.sum(x * x) + 1.0)  # |F[k, :]|
     rho_k = jnp.sqrt((rows + EPS) / (1 + EPS))
-    norm = lambda t: jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree_util.tree_leaves(t)))  # noqa
-    rho_bar = jnp.sqrt((norm(w) + EPS) / (norm(jv) + EPS))
+    rho_bar = jnp.sqrt((tree_norm(w) + EPS) / (tree_norm(jv) + EPS))
     v = rho_bar * jv + eps_k * rho_k
     dtheta, _ = vjp_fn(eps_k / rho_k)
     w = jax.tree_util.tree_map(lambda a, b: a / rho_bar + b, w, dtheta)
