@@ -136,9 +136,10 @@ _BLAS: dict[tuple[str, Any], Callable[..., Any]] = {}
 def _blas(name: str, *arrays: Array) -> Callable[..., Any] | None:
     """SciPy's BLAS routine ``?name`` for NumPy float32/float64 arrays of one dtype, else
     ``None``."""
-    dtype = getattr(arrays[0], "dtype", None)
-    if dtype not in (np.float32, np.float64) or not all(
-            is_numpy_array(a) and a.dtype == dtype for a in arrays):
+    if not all(is_numpy_array(a) for a in arrays):  # (other libraries' dtypes: no comparison)
+        return None
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64) or any(a.dtype != dtype for a in arrays):
         return None
     routine = _BLAS.get((name, dtype))
     if routine is None:
