@@ -113,6 +113,7 @@ class KalmanNoBackTrack(NoBackTrack):
     description = ("NoBackTrack with norms in a diagonal Kalman-like filter's metrics; returns "
                    "the preconditioned step (J_θ + λ)⁻¹ĝ")
     Options = KalmanNoBackTrackOptions
+    replicas = True
     #: the filter's (J_θ + λ)⁻¹ scaling is the variance control: plain SGD, no clipping
     optimizer_defaults: ClassVar[dict[str, Any]] = {
         "name": "sgd", "lr": 1e-4, "schedule": "constant", "clip_rec": None,
@@ -130,7 +131,8 @@ class KalmanNoBackTrack(NoBackTrack):
     # -- state -------------------------------------------------------------------------------
     def state_fields(self) -> list[Any]:
         """ṽ and w̃ (reset at a sequence boundary), J_h (B, n) from ``jh_init`` (a stream's metric
-        survives its boundaries), J_θ (P,) from 0, and the update count t."""
+        survives its boundaries), J_θ (P,) from 0, and the update count t (with R replicated
+        runs every array has a leading replica axis; t is shared: they step together)."""
         return [*super().state_fields(),
                 PerStream("J_h", (self.model.n_state,), fill=self.jh_init, reset=False),
                 Shared("J_theta", (self.layout.size,)),
@@ -140,7 +142,7 @@ class KalmanNoBackTrack(NoBackTrack):
         """(J_θ + λ)⁻¹ and M_h, derived from the state; the cap of J_θ as one block."""
         super().setup_workspace()
         xp = self.xp
-        self._inv = xp.zeros((self.layout.size,), dtype=self.dtype)
+        self._inv = xp.zeros((*self.lead, self.layout.size), dtype=self.dtype)
         self._refresh_inverse()
         self._refresh_state_metric()
         size = min(block_size(xp), self.layout.size)
@@ -173,27 +175,27 @@ class KalmanNoBackTrack(NoBackTrack):
         if self.state_floor == 0.0:
             self._metric_h = j_h
         else:
-            self._metric_h = j_h + self.state_floor * self.xp.mean(j_h, axis=1, keepdims=True)
+            self._metric_h = j_h + self.state_floor * self.xp.mean(j_h, axis=-1, keepdims=True)
 
     def inv_param_metric(self) -> Array | None:
-        return self._inv[: self.layout.n_rec]
+        return self._inv[..., : self.layout.n_rec]
 
     def unit_sqnorms(self) -> Array:
         return self._metric_h
 
     def state_sqnorm(self, v: Array) -> Array:
-        return self.xp.sum(self._metric_h * (v * v), axis=1, keepdims=True)
+        return self.xp.sum(self._metric_h * (v * v), axis=-1, keepdims=True)
 
     def param_sqnorm(self, w: Array) -> Array:
         """Σ_j w_bj² / (J_θ,j + λ) per stream, (B, 1): dot products of w_b with w_b ⊙ inv, in
         blocks of columns so that the temporary holds at most ``TEMPORARY_BLOCK`` numbers."""
-        xp, inv = self.xp, self.inv_param_metric()
-        batch, size = w.shape
+        xp, inv = self.xp, self.inv_param_metric()[..., None, :]  # (…, 1, P_rec)
+        batch, size = w.shape[-2], w.shape[-1]
         total = None
         for c0, c1 in blocks(size, max(1, TEMPORARY_BLOCK // batch)):
-            part = xp.vecdot(w[:, c0:c1] * inv[c0:c1], w[:, c0:c1])
+            part = xp.vecdot(w[..., c0:c1] * inv[..., c0:c1], w[..., c0:c1])
             total = part if total is None else total + part
-        return total[:, None]
+        return total[..., None]
 
     def finish(self, direction: Array) -> Array:
         """J_θ ← (1 − γ) J_θ + γ ĝ², then (J_θ + λ)⁻¹ and the preconditioned ĝ, in one blocked
@@ -203,15 +205,15 @@ class KalmanNoBackTrack(NoBackTrack):
         state.t += 1
         gamma = self.gamma if self.gamma is not None else 1.0 / (state.t + self.t0)
         xp, j_theta, inv, cap = self.xp, state.J_theta, self._inv, self._cap
-        for i, j in blocks(j_theta.shape[0], block_size(xp)):
-            g = direction[i:j]
+        for i, j in blocks(j_theta.shape[-1], block_size(xp)):
+            g = direction[..., i:j]
             g2 = g * g
             g2 *= gamma
-            jt = j_theta[i:j]
+            jt = j_theta[..., i:j]
             jt *= 1.0 - gamma
             jt += g2
             at_most(xp, jt, cap[: j - i])  # ĝ² may overflow, J_θ may not
-            iv = inv[i:j]
+            iv = inv[..., i:j]
             iv[...] = jt
             iv += self.damping
             iv **= -1
