@@ -90,31 +90,36 @@ def readout_only_step(carry, xy):
     return (p, h), None
 
 
-def uoro_step(carry, xy):
-    (p, h, v, w, key), (x, y) = carry, xy
+def _rank_one_start(p, h, v, x, key):
+    """What both rank-one steps begin with: the forward step with its VJP, J ṽ, fresh signs."""
     r, o = split(p)
     h_new, vjp_fn = jax.vjp(lambda rr, hh: cell(rr, hh, x), r, h)
     _, jv = jax.jvp(lambda hh: cell(r, hh, x), (h,), (v,))
     key, sub = jax.random.split(key)
-    nu = jax.random.rademacher(sub, h.shape, dtype=h.dtype)
+    return o, h_new, vjp_fn, jv, key, jax.random.rademacher(sub, h.shape, dtype=h.dtype)
+
+
+def _rank_one_finish(p, o, h_new, y, v, w, key):
+    """What both end with: the readout gradient, g_rec = (δ · ṽ) w̃ clipped, SGD."""
+    go, dh = jax.grad(out_loss, argnums=(0, 1))(o, h_new, y)
+    gr = jax.tree_util.tree_map(lambda a: jnp.sum(dh * v) * a, w)
+    return (sgd(p, clip_rec(gr), go), h_new, v, w, key), None
+
+
+def uoro_step(carry, xy):
+    (p, h, v, w, key), (x, y) = carry, xy
+    o, h_new, vjp_fn, jv, key, nu = _rank_one_start(p, h, v, x, key)
     dtheta, _ = vjp_fn(nu)
     rho0 = jnp.sqrt((tree_norm(w) + EPS) / (tree_norm(jv) + EPS))
     rho1 = jnp.sqrt((tree_norm(dtheta) + EPS) / (tree_norm(nu) + EPS))
     v = rho0 * jv + rho1 * nu
     w = jax.tree_util.tree_map(lambda a, b: a / rho0 + b / rho1, w, dtheta)
-    go, dh = jax.grad(out_loss, argnums=(0, 1))(o, h_new, y)
-    gr = jax.tree_util.tree_map(lambda a: jnp.sum(dh * v) * a, w)
-    p = sgd(p, clip_rec(gr), go)
-    return (p, h_new, v, w, key), None
+    return _rank_one_finish(p, o, h_new, y, v, w, key)
 
 
 def nbt_step(carry, xy):
     (p, h, v, w, key), (x, y) = carry, xy
-    r, o = split(p)
-    h_new, vjp_fn = jax.vjp(lambda rr, hh: cell(rr, hh, x), r, h)
-    _, jv = jax.jvp(lambda hh: cell(r, hh, x), (h,), (v,))
-    key, sub = jax.random.split(key)
-    eps_k = jax.random.rademacher(sub, h.shape, dtype=h.dtype)
+    o, h_new, vjp_fn, jv, key, eps_k = _rank_one_start(p, h, v, x, key)
     d = 1 - h_new * h_new
     rows = d * jnp.sqrt(jnp.sum(h * h) + jnp.sum(x * x) + 1.0)  # |F[k, :]|
     rho_k = jnp.sqrt((rows + EPS) / (1 + EPS))
@@ -122,10 +127,7 @@ def nbt_step(carry, xy):
     v = rho_bar * jv + eps_k * rho_k
     dtheta, _ = vjp_fn(eps_k / rho_k)
     w = jax.tree_util.tree_map(lambda a, b: a / rho_bar + b, w, dtheta)
-    go, dh = jax.grad(out_loss, argnums=(0, 1))(o, h_new, y)
-    gr = jax.tree_util.tree_map(lambda a: jnp.sum(dh * v) * a, w)
-    p = sgd(p, clip_rec(gr), go)
-    return (p, h_new, v, w, key), None
+    return _rank_one_finish(p, o, h_new, y, v, w, key)
 
 
 def rtrl_step(carry, xy):
