@@ -1,7 +1,8 @@
 """``gradflow sweep GRID.toml``: a grid of runs on a local process pool or a Dask cluster.
 
-GRID.toml is a training config plus a ``[sweep]`` table of dotted option names to lists; the
-product runs as separate runs under the sweep directory, and the summary aggregated over seeds
+GRID.toml is a training config plus a ``[sweep]`` table of dotted option names to lists and/or
+``[[variants]]`` of whole config sections; every variant crossed with the product runs as a
+separate run under the sweep directory, and the summary aggregated over seeds
 goes to ``summary.csv`` and ``summary.md`` (printed at the end). Failed runs are reported by name;
 the others still run, and the command then exits with status 1.
 """
@@ -14,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.contracts.errors import SweepError
-from gradflow.tools.sweep import SweepRun, load_grid, run_sweep
+from gradflow.contracts.errors import ConfigError, SweepError
+from gradflow.tools.sweep import SweepRun, load_grid, run_sweep, validate_runs
 from gradflow.tools.sweep_summary import SEED_KEY, group_rows, to_markdown
 
 
@@ -30,7 +31,8 @@ def _default_out(grid: Path) -> Path:
 def sweep(
     grid: Annotated[Path, typer.Argument(
         metavar="GRID", show_default=False,
-        help="TOML file: a training config plus a sweep table of dotted names to lists")],
+        help="TOML file: a training config plus a sweep table of dotted names to lists and/or "
+             "[[variants]] of whole config sections")],
     out: Annotated[Path | None, typer.Option(
         metavar="DIR", help="sweep directory (default sweeps/<time>-<grid name>)")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -46,11 +48,13 @@ def sweep(
     force: Annotated[bool, typer.Option(
         "--force", help="run again in an existing non-empty sweep directory")] = False,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="list the runs and exit")] = False,
+        "--dry-run", help="list the runs, check every run's configuration as training would "
+                          "(without training), and exit: status 2 if any is invalid")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
-    """Train every combination of the lists in a grid's sweep table as a separate run, on a local
-    process pool (default) or a Dask cluster, and aggregate the final losses over seeds.
+    """Train every combination of the lists in a grid's sweep table (crossed with its variants) as
+    a separate run, on a local process pool (default) or a Dask cluster, and aggregate the final
+    losses over seeds.
 
     Example: gradflow sweep grid.toml --workers 2
     """
@@ -60,8 +64,13 @@ def sweep(
     parsed = load_grid(grid, set_ or ())
     runs = parsed.runs()
     if dry_run:
+        problems = validate_runs(parsed)
         for run in runs:
-            typer.echo(run.name)
+            problem = problems.get(run.name)
+            typer.echo(run.name if problem is None else f"{run.name}: invalid: {problem}")
+        if problems:
+            raise ConfigError(f"{len(problems)} of {len(runs)} runs have an invalid "
+                              f"configuration: {', '.join(problems)}")
         return
     directory = out or _default_out(grid)
     from rich.console import Console

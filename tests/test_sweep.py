@@ -1,5 +1,6 @@
 """`gradflow sweep`: a grid on the default process pool and on a Dask LocalCluster gives the same
-summary; failed runs are reported by name while the others complete; grid errors are one line."""
+summary; failed runs are reported by name while the others complete; grid errors are one line;
+variants of whole sections cross the axes, and --dry-run validates every run."""
 
 from __future__ import annotations
 
@@ -106,6 +107,14 @@ def test_failed_runs_are_named_and_the_others_complete(tmp_path, monkeypatch, ca
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[run]\nsteps = 10\n", "a sweep grid needs a [sweep] table"),
+    ("[[variants]]\nestimator = { name = 'uoro' }\n", "[[variants]] #1: needs a name"),
+    ("[[variants]]\nname = 'a b'\nestimator = { name = 'uoro' }\n", "needs a name of letters"),
+    ("[[variants]]\nname = 'a'\nestimator = { name = 'uoro' }\n[[variants]]\nname = 'a'\n"
+     "estimator = { name = 'tbptt' }\n", "the name 'a' is used twice"),
+    ("[[variants]]\nname = 'a'\n", "[[variants]] #1 (a): gives no config section"),
+    ("[[variants]]\nname = 'a'\nestimatr = { name = 'uoro' }\n", "unknown section 'estimatr'"),
+    ("[[variants]]\nname = 'a'\nrun = { out = 'x' }\n", "cannot set run.out"),
+    ("[[variants]]\nname = 'a'\nestimator = 3\n", "section 'estimator' must be a table"),
     ('[sweep]\n"estimator" = ["a"]\n', "expected section.key"),
     ('[sweep]\n"foo.bar" = [1]\n', "expected section.key with a section among"),
     ('[sweep]\n"run.seed" = 3\n', "'run.seed' must be a non-empty list"),
@@ -127,3 +136,97 @@ def test_dry_run_and_names(grid, monkeypatch, capsys) -> None:
     odd.axes = [("task.path", ["a b/c.txt", "a b?c.txt"])]
     assert [r.name for r in odd.runs()] == ["task.path=a_b_c.txt", "task.path=a_b_c.txt-2"]
     assert odd.runs()[0].config["run"]["steps"] == 100
+
+
+VARIANTS = """
+[run]
+steps = 300
+log_every = 100
+eval_every = 0
+checkpoint_every = 0
+final_window = 100
+[model]
+n_hidden = 6
+[estimator]
+name = "tbptt"
+truncation = 3
+[[variants]]
+name = "tbptt-4"
+estimator = { name = "tbptt", truncation = 4 }
+[[variants]]
+name = "tbptt-12"
+estimator = { name = "tbptt", truncation = 12 }
+[[variants]]
+name = "uoro"
+estimator = { name = "uoro" }
+optimizer = { name = "sgd", lr = 0.01 }
+[sweep]
+"run.seed" = [0, 1]
+"""
+VARIANT_NAMES = [f"variant={v},run.seed={s}" for v in ("tbptt-4", "tbptt-12", "uoro")
+                 for s in (0, 1)]
+
+
+def test_variants_replace_whole_sections_and_cross_the_axes(tmp_path: Path) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(VARIANTS)
+    grid = load_grid(path)
+    runs = {r.name: r for r in grid.runs()}
+    assert list(runs) == VARIANT_NAMES and grid.keys == ["variant", "run.seed"]
+    uoro = runs["variant=uoro,run.seed=1"]
+    # the base's estimator section (tbptt, truncation 3) is replaced, not merged into
+    assert uoro.config["estimator"] == {"name": "uoro"}
+    assert uoro.config["optimizer"] == {"name": "sgd", "lr": 0.01}
+    assert uoro.config["run"]["seed"] == 1 and uoro.config["run"]["steps"] == 300
+    assert runs["variant=tbptt-12,run.seed=0"].config["estimator"] == {"name": "tbptt",
+                                                                       "truncation": 12}
+    assert dict(uoro.values) == {"variant": "uoro", "run.seed": 1}
+    # variants alone, without a [sweep] table
+    path.write_text(VARIANTS.split("[sweep]")[0])
+    assert [r.name for r in load_grid(path).runs()] == ["variant=tbptt-4", "variant=tbptt-12",
+                                                        "variant=uoro"]
+
+
+def test_a_grid_of_tbptt_truncations_and_uoro_runs_exactly_those(tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    """The issue's case: crossing estimator.name with estimator.truncation made runs that
+    failed; as variants, exactly the listed runs run and none fails."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(VARIANTS)
+    code, listed, err = cli(monkeypatch, capsys, "sweep", str(grid), "--dry-run")
+    assert code == 0, err
+    assert listed.split() == VARIANT_NAMES
+    out = tmp_path / "out"
+    code, stdout, err = cli(monkeypatch, capsys, "sweep", str(grid), "--out", str(out),
+                            "--workers", "2", "-q")
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["variant"], r["seeds"], r["completed"]) for r in rows] == [
+        ("tbptt-4", "0 1", "2"), ("tbptt-12", "0 1", "2"), ("uoro", "0 1", "2")]
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == VARIANT_NAMES
+    assert all(r["status"] == "completed" for r in manifest["runs"])
+    assert [v["name"] for v in manifest["variants"]] == ["tbptt-4", "tbptt-12", "uoro"]
+    config = json.loads((out / "variant=tbptt-12,run.seed=1" / "config.json").read_text())
+    assert config["estimator"]["truncation"] == 12 and config["run"]["seed"] == 1
+    assert "| uoro | 0 1 | 2/2 |" in stdout
+
+
+def test_dry_run_validates_every_run(tmp_path, monkeypatch, capsys) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID.replace('"estimator.name" = ["tbptt", "uoro"]',
+                                 '"estimator.name" = ["tbptt", "uoro"]\n'
+                                 '"estimator.truncation" = [4]'))
+    code, out, err = cli(monkeypatch, capsys, "sweep", str(grid), "--dry-run")
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert lines[:2] == ["estimator.name=tbptt,estimator.truncation=4,run.seed=0",
+                         "estimator.name=tbptt,estimator.truncation=4,run.seed=1"]
+    assert lines[2].startswith("estimator.name=uoro,estimator.truncation=4,run.seed=0: invalid: "
+                               "estimator 'uoro': invalid options (truncation: unknown option)")
+    assert len(lines) == 4 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "error: 2 of 4 runs have an invalid configuration: "
+        "estimator.name=uoro,estimator.truncation=4,run.seed=0, "
+        "estimator.name=uoro,estimator.truncation=4,run.seed=1"]
+    assert not list(tmp_path.glob("sweeps*"))  # nothing written

@@ -11,8 +11,25 @@ of values::
 
 The product of the lists (in the table's order, the last key varying fastest) runs as separate
 runs, each in a subdirectory of the sweep directory named by its values
-(``estimator.name=uoro,run.seed=0``). A run that fails — a bad value, a diverging loss, a crash
-in a plugin — is recorded with its error (``error.txt`` in its directory) and the others go on.
+(``estimator.name=uoro,run.seed=0``).
+
+Options that belong together are given as **variants**: ``[[variants]]`` tables, each with a
+``name`` and whole config sections that replace the base's (a variant's ``[estimator]`` is the
+whole estimator section, so one estimator's options never reach another)::
+
+    [[variants]]
+    name = "tbptt-8"
+    estimator = { name = "tbptt", truncation = 8 }
+    [[variants]]
+    name = "uoro"
+    estimator = { name = "uoro" }
+    optimizer = { name = "sgd", lr = 0.01 }
+
+The runs are then every variant crossed with the product of the ``[sweep]`` lists (which may be
+absent), named ``variant=tbptt-8,run.seed=0``. :func:`validate_runs` checks every run's
+configuration without training (``gradflow sweep --dry-run``). A run that fails — a bad value, a
+diverging loss, a crash in a plugin — is recorded with its error (``error.txt`` in its directory)
+and the others go on.
 
 Engines: :func:`run_pool` uses a :class:`concurrent.futures.ProcessPoolExecutor` with the
 ``spawn`` start method (fresh interpreters, safe with BLAS and threads); runs write their
@@ -52,6 +69,9 @@ from gradflow.runfiles.rundir import (
 )
 
 SWEEP_TABLE = "sweep"
+VARIANTS_TABLE = "variants"
+#: the key under which a run's variant is recorded among its values
+VARIANT_KEY = "variant"
 ERROR_FILE = "error.txt"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
 
@@ -65,32 +85,45 @@ class SweepRun:
     config: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A named set of whole config sections that replace the base's (see the module docstring)."""
+
+    name: str
+    sections: dict[str, dict[str, Any]]
+
+
 @dataclass
 class Grid:
-    """A base config and the axes of the sweep, in order."""
+    """A base config, its variants (none: the base alone) and the axes of the sweep, in order."""
 
     base: dict[str, Any]
     axes: list[tuple[str, list[Any]]]
+    variants: list[Variant] = field(default_factory=list)
 
     @property
     def keys(self) -> list[str]:
-        return [key for key, _ in self.axes]
+        return ([VARIANT_KEY] if self.variants else []) + [key for key, _ in self.axes]
 
     def runs(self) -> list[SweepRun]:
-        """The product of the axes, the last varying fastest."""
+        """Every variant crossed with the product of the axes, the last axis varying fastest."""
         runs, names = [], set()
-        for combo in itertools.product(*(values for _, values in self.axes)):
-            values = tuple(zip(self.keys, combo, strict=True))
-            config = json.loads(json.dumps(self.base))
-            for key, value in values:
-                section, _, name = key.partition(".")
-                merge(config, section, name, value)
-            name = ",".join(f"{key}={_label(value)}" for key, value in values) or "run"
-            unique, k = name, 2
-            while unique in names:
-                unique, k = f"{name}-{k}", k + 1
-            names.add(unique)
-            runs.append(SweepRun(unique, values, config))
+        for variant in self.variants or [None]:
+            for combo in itertools.product(*(values for _, values in self.axes)):
+                values = tuple(zip([key for key, _ in self.axes], combo, strict=True))
+                config = json.loads(json.dumps(self.base))
+                if variant is not None:
+                    config.update(json.loads(json.dumps(variant.sections)))
+                    values = ((VARIANT_KEY, variant.name), *values)
+                for key, value in values[1 if variant is not None else 0:]:
+                    section, _, name = key.partition(".")
+                    merge(config, section, name, value)
+                name = ",".join(f"{key}={_label(value)}" for key, value in values) or "run"
+                unique, k = name, 2
+                while unique in names:
+                    unique, k = f"{name}-{k}", k + 1
+                names.add(unique)
+                runs.append(SweepRun(unique, values, config))
         return runs
 
 
@@ -108,9 +141,13 @@ def parse_grid(data: dict[str, Any], sets: Iterable[str] = ()) -> Grid:
     """A :class:`Grid` from a grid file's contents; ``sets`` override the base config."""
     data = json.loads(json.dumps(data))
     table = data.pop(SWEEP_TABLE, None)
-    if not isinstance(table, dict) or not table:
+    variants = _parse_variants(data.pop(VARIANTS_TABLE, None))
+    if table is None and variants:
+        table = {}
+    if not isinstance(table, dict) or not (table or variants):
         raise ConfigError("a sweep grid needs a [sweep] table mapping dotted option names to "
-                          'lists, e.g. "estimator.name" = ["uoro", "tbptt"]')
+                          'lists, e.g. "estimator.name" = ["uoro", "tbptt"], or [[variants]] '
+                          "tables")
     axes = []
     for key, values in table.items():
         section, dot, name = key.partition(".")
@@ -127,7 +164,59 @@ def parse_grid(data: dict[str, Any], sets: Iterable[str] = ()) -> Grid:
     for item in sets:
         merge(data, *parse_assignment(item))
     config_from_dict(json.loads(json.dumps(data)))  # the base itself must be a valid config
-    return Grid(data, axes)
+    return Grid(data, axes, variants)
+
+
+def _parse_variants(entries: Any) -> list[Variant]:
+    """The ``[[variants]]`` tables of a grid file, checked: each a unique ``name`` and whole
+    config sections (not ``run.out``, which the sweep sets)."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("[[variants]] must be a non-empty array of tables, each with a name and "
+                          "whole config sections, e.g. name = \"tbptt-8\" and estimator = "
+                          "{ name = \"tbptt\", truncation = 8 }")
+    variants: list[Variant] = []
+    for i, entry in enumerate(entries):
+        where = f"[[variants]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table, got {entry!r}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or _label(name) != name:
+            raise ConfigError(f"{where}: needs a name of letters, digits and . _ + @ = -, got "
+                              f"{name!r}")
+        if any(v.name == name for v in variants):
+            raise ConfigError(f"{where}: the name {name!r} is used twice")
+        sections = {k: v for k, v in entry.items() if k != "name"}
+        if not sections:
+            raise ConfigError(f"{where} ({name}): gives no config section")
+        for key, value in sections.items():
+            if key not in SECTIONS:
+                raise ConfigError(f"{where} ({name}): unknown section {key!r}; the sections are "
+                                  f"{', '.join(SECTIONS)}")
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} ({name}): section {key!r} must be a table, got "
+                                  f"{value!r}")
+        if "out" in sections.get("run", {}):
+            raise ConfigError(f"{where} ({name}): cannot set run.out: the sweep names each run's "
+                              "directory")
+        variants.append(Variant(name, sections))
+    return variants
+
+
+def validate_runs(grid: Grid) -> dict[str, str]:
+    """Every run's configuration checked as training would check it before its first step
+    (names, options, sizes, capabilities, the estimator's optimizer defaults), without training:
+    the problem of each invalid run, by name."""
+    from gradflow.training.components import resolve_config
+
+    problems = {}
+    for run in grid.runs():
+        try:
+            resolve_config(config_from_dict(json.loads(json.dumps(run.config))))
+        except GradflowError as exc:
+            problems[run.name] = str(exc)
+    return problems
 
 
 def load_grid(path: str | Path, sets: Iterable[str] = ()) -> Grid:
@@ -273,6 +362,7 @@ def write_manifest(result: SweepResult) -> None:
     atomic_write_json(result.directory / "sweep.json", {
         "base": result.grid.base,
         "axes": [{"key": k, "values": v} for k, v in result.grid.axes],
+        "variants": [{"name": v.name, "sections": v.sections} for v in result.grid.variants],
         "runs": [{"name": r.name, "values": dict(r.values),
                   "status": result.results.get(r.name, {}).get("status", "not run"),
                   "error": result.results.get(r.name, {}).get("error")}
