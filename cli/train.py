@@ -162,14 +162,25 @@ def train(
         err.print(f"training {resolved.model.name} (n_state={m.n_state}, P={m.layout.size}) "
                   f"with {resolved.estimator.name} on {resolved.task.name}: "
                   f"{resolved.run.steps:,} steps, batch {resolved.run.batch}, "
-                  f"{resolved.optimizer.name} lr {resolved.optimizer.lr:g}, "
-                  f"{resolved.run.backend}/{resolved.run.dtype}")
+                  f"{resolved.run.backend}/{resolved.run.dtype}", markup=False, highlight=False)
+        err.print(optimizer_line(resolved, trainer.parts.optimizer_defaults), markup=False,
+                  highlight=False)
     if quiet:
         summary = trainer.run(force=force)
     else:
         summary = _run_with_progress(trainer, force, err)
     for line in summary_lines(summary):
         typer.echo(line)
+
+
+def optimizer_line(resolved: Any, defaults: dict[str, Any]) -> str:
+    """The run's complete optimizer settings, and which of them are the estimator's defaults
+    (nothing about the updates is left unsaid in a run's header)."""
+    line = f"optimizer: {resolved.optimizer.describe()}"
+    if defaults:
+        line += (f" ({', '.join(defaults)} from {resolved.estimator.name}'s optimizer defaults; "
+                 "set optimizer.* to choose)")
+    return line
 
 
 def _train_replicas(group: ReplicatedTrainer, force: bool, quiet: bool, err: Any) -> None:
@@ -183,6 +194,8 @@ def _train_replicas(group: ReplicatedTrainer, force: bool, quiet: bool, err: Any
                   f"(n_state={m.n_state}, P={m.layout.size}) with {resolved.estimator.name} on "
                   f"{resolved.task.name}: {resolved.run.steps:,} steps, advanced {how}",
                   markup=False, highlight=False)
+        err.print(optimizer_line(resolved, first.parts.optimizer_defaults), markup=False,
+                  highlight=False)
     summaries = (group.run(force=force) if quiet
                  else _run_with_progress(group, force, err))
     finals = []

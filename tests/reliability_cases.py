@@ -454,7 +454,8 @@ CASES: list[Case] = [
     Case("sweep-no-table", CLI, "a sweep grid without a `[sweep]` table",
          ("sweep", "grid.toml", "--dry-run"),
          "error: a sweep grid needs a [sweep] table mapping dotted option names to lists, e.g. "
-         "\"estimator.name\" = [\"uoro\", \"tbptt\"]", 2, setup=write("grid.toml", "[run]\n")),
+         "\"estimator.name\" = [\"uoro\", \"tbptt\"], or [[variants]] tables", 2,
+         setup=write("grid.toml", "[run]\n")),
     Case("sweep-out", CLI, "a sweep grid varying `run.out`", ("sweep", "grid.toml", "--dry-run"),
          "error: [sweep] cannot vary run.out: the sweep names each run's directory (use --out "
          "for the sweep's directory)", 2,

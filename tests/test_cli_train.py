@@ -36,6 +36,25 @@ def test_train_prints_a_summary(tmp_path, monkeypatch, capsys) -> None:
     assert summary["steps"] == 300
 
 
+@pytest.mark.parametrize(("estimator", "sets", "line"), [
+    ("uoro", [], "optimizer: sgd lr 0.01, constant schedule, momentum 0, clip_rec 0.1 (name, lr, "
+     "schedule, clip_rec from uoro's optimizer defaults; set optimizer.* to choose)"),
+    ("uoro", ["--set", "optimizer.lr=0.02"], "optimizer: sgd lr 0.02, constant schedule, momentum "
+     "0, clip_rec 0.1 (name, schedule, clip_rec from uoro's optimizer defaults; set optimizer.* "
+     "to choose)"),
+    ("tbptt", [], "optimizer: adam lr 0.003, smooth-inv-sqrt schedule (α 0.01), β₁ 0.9, β₂ 0.999, "
+     "ε 1e-08, no clipping"),
+])
+def test_the_header_names_every_optimizer_setting(tmp_path, monkeypatch, capsys, estimator, sets,
+                                                  line) -> None:
+    """Nothing hidden: the complete optimizer settings, and which are the estimator's defaults."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line each, as a wide terminal shows them
+    code, _, stderr = cli(monkeypatch, capsys, "train", "--estimator", estimator, "--steps", "50",
+                          "--out", str(tmp_path / "run"), *FAST, *sets)
+    assert code == 0, stderr
+    assert line in stderr.splitlines()
+
+
 def test_file_then_set_then_flags(tmp_path, monkeypatch, capsys) -> None:
     toml = tmp_path / "cfg.toml"
     toml.write_text("""

@@ -92,7 +92,11 @@ def test_failed_runs_are_named_and_the_others_complete(tmp_path, monkeypatch, ca
         assert "greater than or equal to 1" in (out / name / "error.txt").read_text()
     assert err.strip().splitlines()[-1] == (
         f"error: 2 of 4 runs failed: {', '.join(bad)} (see error.txt in their directories)")
-    assert f"| tbptt | 0 | 0 1 | 0/2 | — | — | {' '.join(bad)} |" in stdout
+    # a run that failed before training has no optimizer to report; the others name theirs
+    assert f"| tbptt | 0 | 0 1 | 0/2 | — | — |  | {' '.join(bad)} |" in stdout
+    assert ("| tbptt | 5 | 0 1 | 2/2 |" in stdout
+            and "| adam lr 0.003, smooth-inv-sqrt schedule (α 0.01), β₁ 0.9, β₂ 0.999, ε 1e-08, "
+                "no clipping |  |" in stdout)
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["estimator.truncation"], r["completed"], r["failed"]) for r in rows] == [
         ("0", "0", " ".join(bad)), ("5", "2", "")]
@@ -210,6 +214,12 @@ def test_a_grid_of_tbptt_truncations_and_uoro_runs_exactly_those(tmp_path, monke
     config = json.loads((out / "variant=tbptt-12,run.seed=1" / "config.json").read_text())
     assert config["estimator"]["truncation"] == 12 and config["run"]["seed"] == 1
     assert "| uoro | 0 1 | 2/2 |" in stdout
+    # nothing hidden: each variant's complete optimizer settings, per run and per group
+    by_variant = {r["variant"]: r["optimizer"] for r in rows}
+    assert by_variant["uoro"] == "sgd lr 0.01, constant schedule, momentum 0, clip_rec 0.1"
+    assert by_variant["tbptt-4"].startswith("adam lr 0.003, smooth-inv-sqrt schedule")
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert {r["optimizer"] for r in runs if r["variant"] == "uoro"} == {by_variant["uoro"]}
 
 
 def test_dry_run_validates_every_run(tmp_path, monkeypatch, capsys) -> None:

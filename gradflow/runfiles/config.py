@@ -132,6 +132,25 @@ class OptimizerSection(_Strict):
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.name]
 
+    def describe(self) -> str:
+        """Every setting that shapes the updates, in one line: the optimizer, its rate and
+        schedule, its own constants and the clipping (e.g. ``sgd lr 0.01, constant schedule,
+        momentum 0, clip_rec 0.1``)."""
+        schedule = f"{self.schedule} schedule" + (
+            f" (α {self.decay:g})" if self.schedule == "smooth-inv-sqrt" else "")
+        parts = [f"{self.name} lr {self.resolved_lr():g}", schedule]
+        if self.name == "sgd":
+            parts.append(f"momentum {self.momentum:g}")
+        else:
+            parts.append(f"β₁ {self.beta1:g}, β₂ {self.beta2:g}, ε {self.eps:g}")
+        clipping = [f"{key} {value:g}" for key, value in (("clip", self.clip),
+                                                            ("clip_rec", self.clip_rec))
+                    if value is not None]
+        parts.extend(clipping or ["no clipping"])
+        if self.lr_rec_scale != 1.0:
+            parts.append(f"lr_rec_scale {self.lr_rec_scale:g}")
+        return ", ".join(parts)
+
 
 class TrainConfig(_Strict):
     """The whole configuration of ``gradflow train``."""

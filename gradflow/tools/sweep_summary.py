@@ -5,7 +5,9 @@ Runs are grouped by the values of every sweep key except ``run.seed``; each grou
 many runs completed, which failed, and the mean ± standard deviation over its completed runs
 (sample standard deviation, n − 1; empty for a single run) of the final loss (nats, the mean over
 the run's last ``final_window`` steps) and, for cross-entropy tasks, the final bits. Groups keep
-the grid's order. Only numbers that the computation determines enter the tables (no timings),
+the grid's order, and each names the complete optimizer settings its runs trained with (from
+their resolved ``config.json``: the estimator's optimizer defaults included, nothing hidden).
+Only numbers that the computation determines enter the tables (no timings),
 so the same grid gives the same tables on any engine; CSV cells hold full-precision floats,
 Markdown cells four decimals.
 """
@@ -14,10 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradflow.runfiles.rundir import atomic_write_bytes
+from gradflow.runfiles.config import OptimizerSection
+from gradflow.runfiles.rundir import CONFIG, atomic_write_bytes
 
 if TYPE_CHECKING:
     from gradflow.tools.sweep import SweepResult
@@ -47,6 +52,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def optimizer_of(run_dir: Path) -> str:
+    """The optimizer settings a run trained with (:meth:`OptimizerSection.describe` of its
+    resolved config), or "" when it has no readable config (a run that failed at the start)."""
+    try:
+        config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+        return OptimizerSection.model_validate(config["optimizer"]).describe()
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def group_rows(result: SweepResult) -> list[dict[str, Any]]:
     """One row per combination of the non-seed keys, in the grid's order."""
     keys = [k for k in result.grid.keys if k != SEED_KEY]
@@ -66,6 +81,8 @@ def group_rows(result: SweepResult) -> list[dict[str, Any]]:
         row["completed"] = len(done)
         row["failed"] = " ".join(r.name for r, o in zip(runs, outcomes, strict=True)
                                  if o.get("status") != "completed")
+        row["optimizer"] = " | ".join(dict.fromkeys(
+            d for d in (optimizer_of(result.directory / r.name) for r in runs) if d))
         for metric in METRICS:
             values = [s[metric] for s in done if isinstance(s.get(metric), float)]
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
@@ -85,6 +102,7 @@ def run_rows(result: SweepResult) -> list[dict[str, Any]]:
                      "final_loss": summary.get("final_loss"),
                      "final_bits": summary.get("final_bits"),
                      "eval_loss": summary.get("eval_loss"),
+                     "optimizer": optimizer_of(result.directory / run.name),
                      "error": outcome.get("error")})
     return rows
 
@@ -110,12 +128,14 @@ def to_markdown(rows: list[dict[str, Any]], keys: list[str]) -> str:
     failed = any(r["failed"] for r in rows)
     head = [*keys, "seeds", "completed", "final loss (nats)"]
     head += ["final bits"] if bits else []
+    head += ["optimizer"]
     head += ["failed"] if failed else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [*(str(r[k]) for k in keys), r["seeds"], f"{r['completed']}/{r['runs']}",
                  _pm(r["final_loss_mean"], r["final_loss_std"])]
         cells += [_pm(r["final_bits_mean"], r["final_bits_std"])] if bits else []
+        cells += [r["optimizer"]]
         cells += [r["failed"] or ""] if failed else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -56,6 +56,9 @@ class Components:
     infos: dict[str, PluginInfo] = field(default_factory=dict)
     #: the run's metrics loggers (``run.loggers``), with their registry entries
     loggers: list[Built[Logger]] = field(default_factory=list)
+    #: the optimizer settings that came from the estimator's ``optimizer_defaults`` (those the
+    #: config did not set), to say so where the settings are shown
+    optimizer_defaults: dict[str, Any] = field(default_factory=dict)
 
     def plugins(self) -> list[tuple[PluginInfo, type]]:
         """(registry entry, class) of every plugin the run uses: to name one in an error."""
@@ -168,7 +171,7 @@ def build(config: TrainConfig) -> Components:
         task=_resolved(config.task, task.options), optimizer=opt)
     infos = {"task": task.info, "model": model.info, "estimator": estimator.info}
     return Components(resolved, backend, task.instance, model.instance, estimator.instance,
-                      optimizer, seeds, infos, loggers)
+                      optimizer, seeds, infos, loggers, defaults)
 
 
 def make_optimizer(opt: OptimizerSection, backend: Backend, layout: Any,
