@@ -21,7 +21,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
-from gradflow.contracts.errors import PluginError, validation_problems
+from gradflow.contracts.errors import GradflowError, PluginError, validation_problems
 from gradflow.registry import hookspecs
 
 #: the kinds of plugin, in the order they are listed
@@ -261,6 +261,16 @@ def get_registry() -> Registry:
         for plugin, name in _EXTRA:
             _REGISTRY.add_plugin(plugin, name)
     return _REGISTRY
+
+
+def exact_reference() -> str:
+    """The exact per-step reference: the first registered estimator that declares
+    ``kind = "exact"`` and runs online (returns a direction every step: RTRL). Chosen by what
+    the estimators declare, never by name."""
+    for info in get_registry().entries["estimator"].values():
+        if info.cls.kind == "exact" and info.cls.online:
+            return info.name
+    raise GradflowError("no registered estimator is exact and online: there is no reference")
 
 
 def reload_registry() -> Registry:

@@ -69,6 +69,11 @@ class RunSection(_Strict):
                           "out/replica-000 ...), each equal to the same run made alone")
     replica_seeds: list[int] | None = Field(
         None, description="the seed of each replica (R numbers; default seed, seed + 1, ...)")
+    align_every: int = Field(
+        0, ge=0, description="measure, at the first update every this many steps, the cosine and "
+        "relative error of the estimator's direction against the exact online gradient (an exact "
+        "estimator, RTRL, carried alongside on the run's own trajectory and θ; metrics align_cos "
+        "and align_relerr; 0: off)")
 
     @field_validator("out")
     @classmethod
@@ -167,6 +172,9 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _replicas(self) -> TrainConfig:
         replicas = self.run.replicas
+        if replicas > 1 and self.run.align_every:
+            raise ValueError(f"run.align_every measures one run; it cannot be combined with "
+                             f"run.replicas = {replicas}")
         for key, values, what in (("run.replica_seeds", self.run.replica_seeds, "seeds"),
                                   ("optimizer.replica_lrs", self.optimizer.replica_lrs, "rates")):
             if values is not None and len(values) != replicas:

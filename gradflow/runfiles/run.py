@@ -91,7 +91,9 @@ class Run(Mapping[str, Any]):
     @property
     def metrics(self) -> dict[str, np.ndarray]:
         """``metrics.jsonl`` as arrays: ``step`` (int64), ``loss``, ``bits``, ``grad_norm``,
-        ``lr``, ``eval_loss``, ``eval_bits`` (float64; NaN where a line has no value)."""
+        ``lr``, ``eval_loss``, ``eval_bits`` (float64; NaN where a line has no value), and the
+        columns a run adds: ``align_cos`` and ``align_relerr`` with ``run.align_every``, a
+        task's own metrics (``copy_length``)."""
         if self._metrics is None:
             self._metrics = columns(self._records(METRICS))
         return self._metrics

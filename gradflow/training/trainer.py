@@ -70,6 +70,7 @@ from gradflow.runfiles.rundir import (
     finite_or_none,
     read_metrics,
 )
+from gradflow.training.alignment import Alignment
 from gradflow.training.clipping import clip_direction
 from gradflow.training.components import build
 from gradflow.training.loop_state import LoopState
@@ -133,6 +134,12 @@ class Trainer:
             parts.estimator.start(batch, seed=parts.seeds["estimator"])
         # the clipping and the optimizer take a direction by its factors where it can be
         parts.estimator.factors = takes_factors(parts.estimator)
+        #: the exact reference carried alongside (run.align_every), or None
+        self._align: Alignment | None = None
+        if self.config.run.align_every:
+            with blame(infos["estimator"], "while starting the alignment's reference"):
+                self._align = Alignment(model, self.config.run.align_every, batch,
+                                        parts.seeds["estimator"])
         self.step = 0
         try:
             self.loss_fn = get_loss(parts.task.loss)
@@ -173,13 +180,18 @@ class Trainer:
         without an update). This is the unit the benchmarks time.
         """
         parts = self.parts
-        out = self._online_step(parts.model, self.loss_fn, self.theta, self.h, parts.task.next(),
-                                self._h0, parts.estimator, materialize=False)
+        batch = parts.task.next()
+        out = self._online_step(parts.model, self.loss_fn, self.theta, self.h, batch, self._h0,
+                                parts.estimator, materialize=False)
         if self._observed:  # curricula (copy) follow the learner
             parts.task.observe(out.loss)
         self.step += 1
         self.h = out.h
         direction, raw_norm = out.direction, None
+        if self._align is not None:
+            self._align.observe(out.record, batch.reset)
+            if direction is not None:
+                self._align.measure(self.step, direction)
         if direction is not None:
             opt = self.config.optimizer
             direction, raw_norm = clip_direction(parts.backend.xp, direction, self._n_rec,
@@ -220,8 +232,11 @@ class Trainer:
         arrays = {"theta": to_numpy(theta), "h": to_numpy(h)}
         arrays.update({f"loop.{k}": v for k, v in self.loop.arrays(to_numpy).items()})
         scalars: dict[str, Any] = {"trainer": {"step": self.step}, "loop": self.loop.scalars()}
-        for name, part in (("optimizer", optimizer), ("estimator", estimator),
-                           ("task", self.parts.task.state_dict())):
+        parts = [("optimizer", optimizer), ("estimator", estimator),
+                 ("task", self.parts.task.state_dict())]
+        if self._align is not None:
+            parts.append(("align", self._align.state_dict()))
+        for name, part in parts:
             a, s = split_state(part, to_numpy)
             arrays.update({f"{name}.{k}": v for k, v in a.items()})
             scalars[name] = s
@@ -259,6 +274,8 @@ class Trainer:
         for kind, obj in (("estimator", parts.estimator), ("task", parts.task)):
             with blame(parts.infos[kind], "while loading its state from a checkpoint"):
                 obj.load_state_dict(states[kind])
+        if self._align is not None:
+            self._align.load_state_dict(part("align"))
 
     def save_checkpoint(self, directory: str | Path,
                         state: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> Path:
@@ -522,6 +539,7 @@ class Trainer:
             "grad_norm": grad_norm,
             "lr": learning_rate(opt.schedule, opt.lr, step, opt.decay),
             **task.metrics(),
+            **(self._align.window(backend.to_float) if self._align is not None else {}),
         }
         if finite and not exploded and clock.has_eval and (step % run.eval_every == 0
                                                             or step == run.steps):

@@ -34,7 +34,7 @@ from gradflow.contracts.estimator import Estimator
 from gradflow.contracts.losses import Loss, get_loss
 from gradflow.contracts.model import Model
 from gradflow.contracts.random import CounterRNG
-from gradflow.registry.discovery import get_registry
+from gradflow.registry.discovery import exact_reference
 from gradflow.registry.factory import create_estimator
 from gradflow.registry.guard import check_direction
 from gradflow.verification.trajectory import (
@@ -273,12 +273,13 @@ def random_trajectory(model: Model, steps: int, seed: int = 0,
 
 
 def default_reference() -> str:
-    """The exact per-step reference: the first registered estimator that declares
-    ``kind = "exact"`` and runs online (returns a direction every step: RTRL)."""
-    for info in get_registry().entries["estimator"].values():
-        if info.cls.kind == "exact" and info.cls.online:
-            return info.name
-    raise GradflowError("no registered estimator is exact and online: name a --reference")
+    """The exact per-step reference (:func:`gradflow.registry.discovery.exact_reference`: RTRL),
+    with the message of the checks when there is none."""
+    try:
+        return exact_reference()
+    except GradflowError:
+        raise GradflowError("no registered estimator is exact and online: name a --reference") \
+            from None
 
 
 #: Relative bias ‖m − g‖/‖g‖ of the sum below which a deterministic estimate is called exact,
