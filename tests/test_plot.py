@@ -1,7 +1,9 @@
-"""`gradflow plot`: learning curves of several runs rendered to PNG/SVG and checked."""
+"""`gradflow plot`: learning curves of several runs rendered to PNG/SVG and checked; seeds grouped
+into a mean with a 95 % band, for a sweep directory by default."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 import gradflow
 from gradflow import PlotError
-from gradflow.tools.plot import learning_curves, run_labels, trailing_mean
+from gradflow.tools.plot import learning_curves, run_labels, sweep_runs, trailing_mean
 from tests.helpers import run_cli
 
 pytest.importorskip("matplotlib")
@@ -122,3 +124,39 @@ def test_without_matplotlib(runs, tmp_path, monkeypatch, capsys) -> None:
                        str(tmp_path / "x.png"))
     assert code == 2
     assert err == "error: plotting needs matplotlib: pip install 'gradflow[plot]'\n"
+
+
+def test_seeds_grouped_into_a_mean_and_a_95_percent_band(runs, tmp_path, monkeypatch,
+                                                         capsys) -> None:
+    """tbptt seeds 0 and 1 are one curve: their mean, and mean ± t(0.975, 1) · s/√2; rtrl's
+    single seed has a line and no band. A directory with a sweep.json stands for its runs,
+    grouped by default."""
+    from scipy.stats import t
+
+    figure = learning_curves(runs, smooth=3, group_seeds=True)
+    ax = figure.figure.axes[0]
+    assert sorted(figure.lines) == ["rtrl/rnn/add (1 seed)", "tbptt/rnn/add (2 seeds)"]
+    line = figure.lines["tbptt/rnn/add (2 seeds)"]
+    a, b = (trailing_mean(gradflow.load_run(r).metrics["loss"], 3) for r in runs[:2])
+    np.testing.assert_allclose(line.get_ydata(), (a + b) / 2)
+    bands = [c for c in ax.collections if c.get_gid() == "band"]
+    assert len(bands) == 1
+    half = t.ppf(0.975, 1) * np.std(np.stack([a, b]), axis=0, ddof=1) / np.sqrt(2)
+    top = bands[0].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(float(((a + b) / 2 + half).max()))
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for run in runs:  # a sweep directory: its runs and the manifest that lists them
+        (sweep / run.name).symlink_to(run, target_is_directory=True)
+    (sweep / "sweep.json").write_text(json.dumps({"runs": [{"name": r.name} for r in runs]}))
+    assert sweep_runs(sweep) == [sweep / r.name for r in runs]
+    out = tmp_path / "sweep.png"
+    code, stdout, stderr = cli(monkeypatch, capsys, "plot", str(sweep), "--out", str(out))
+    assert code == 0, stderr
+    assert stdout.strip() == f"2 curve(s) plotted to {out}"
+    code, stdout, _ = cli(monkeypatch, capsys, "plot", str(sweep), "--out", str(out),
+                          "--no-group-seeds")
+    assert code == 0 and stdout.strip() == f"3 run(s) plotted to {out}"
+    with pytest.raises(PlotError, match="is not a sweep directory"):
+        sweep_runs(runs[0])

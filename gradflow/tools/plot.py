@@ -7,10 +7,17 @@ every run shares it. Lines are labelled ``estimator/model/task``, with ``seed=..
 runs' seeds differ and, if two labels still coincide, the other options in which those runs
 differ. The figure is a plain :class:`matplotlib.figure.Figure` (no pyplot state), drawn with the
 Agg backend, so it works without a display.
+
+With ``group_seeds`` the runs whose configurations differ only in ``run.seed`` are one curve: the
+mean over the seeds at the steps they all have (each run smoothed first), and a band of its 95 %
+confidence interval, mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student's t, s the sample standard deviation over
+the n seeds; no band for one seed). :func:`sweep_runs` lists the run directories of a sweep (or
+study) directory, which ``gradflow plot`` groups this way.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -94,6 +101,46 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
     return labels
 
 
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """The runs grouped by their configuration without ``run.seed`` (and ``run.out``), in the
+    order of each group's first run."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        flat = _flat(run.config)
+        flat.pop("run.seed", None)
+        groups.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(run)
+    return list(groups.values())
+
+
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]],
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(steps, mean, half-width of the 95 % confidence interval or ``None`` for one curve) over
+    the steps every curve has (module docstring)."""
+    common = curves[0][0]
+    for steps, _ in curves[1:]:
+        common = np.intersect1d(common, steps)
+    stacked = np.stack([values[np.isin(steps, common)] for steps, values in curves])
+    mean = stacked.mean(axis=0)
+    n = len(curves)
+    if n < 2:
+        return common, mean, None
+    from scipy.stats import t
+
+    return common, mean, t.ppf(0.975, n - 1) * stacked.std(axis=0, ddof=1) / math.sqrt(n)
+
+
+def sweep_runs(directory: str | Path) -> list[Path]:
+    """The run directories of a sweep directory (its ``sweep.json``), in the sweep's order,
+    those that have metrics lines; :class:`PlotError` if ``directory`` is not one."""
+    d = Path(directory)
+    try:
+        manifest = json.loads((d / "sweep.json").read_text(encoding="utf-8"))
+        names = [entry["name"] for entry in manifest["runs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PlotError(f"{str(d)!r} is not a sweep directory (no readable sweep.json)") from None
+    return [d / name for name in names if (d / name / "metrics.jsonl").exists()]
+
+
 def check_output(path: str | Path) -> Path:
     """``path`` if its suffix is a format :meth:`CurvePlot.save` writes, else :class:`PlotError`."""
     p = Path(path)
@@ -139,8 +186,10 @@ def _optimum(runs: Sequence[Run], metric: str) -> float | None:
 
 def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smooth: int = 5,
                     title: str | None = None, log_y: bool = False,
-                    size: tuple[float, float] = (8.0, 5.0)) -> CurvePlot:
-    """One line per run of ``metric`` against the step (see the module's docstring)."""
+                    size: tuple[float, float] = (8.0, 5.0),
+                    group_seeds: bool = False) -> CurvePlot:
+    """One line per run of ``metric`` against the step — or, with ``group_seeds``, one line per
+    group of seeds with its 95 % band (see the module's docstring)."""
     if smooth < 1:
         raise PlotError(f"smooth must be at least 1 (metrics lines per mean), got {smooth}")
     loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
@@ -151,12 +200,25 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     plot = CurvePlot(fig)
-    for run, label in zip(loaded, run_labels(loaded), strict=True):
-        steps, values = series(run, metric)
-        if len(steps) == 0:
-            plot.skipped.append(str(run.path))
+    groups = seed_groups(loaded) if group_seeds else [[run] for run in loaded]
+    labels = run_labels([group[0] for group in groups])
+    for group, label in zip(groups, labels, strict=True):
+        curves = []
+        for run in group:
+            steps, values = series(run, metric)
+            if len(steps) == 0:
+                plot.skipped.append(str(run.path))
+            else:
+                curves.append((steps, trailing_mean(values, smooth)))
+        if not curves:
             continue
-        (line,) = ax.plot(steps, trailing_mean(values, smooth), label=label, lw=1.4, gid="run")
+        if group_seeds:
+            label = label.split(" seed=")[0] + f" ({len(curves)} seed{'s' * (len(curves) > 1)})"
+        steps, mean, half = mean_band(curves)
+        (line,) = ax.plot(steps, mean, label=label, lw=1.4, gid="run")
+        if half is not None:
+            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2,
+                            lw=0, gid="band")
         plot.lines[label] = line
     if not plot.lines:
         available = sorted({k for run in loaded for k in (*run.metrics, *run.timing)
@@ -169,8 +231,11 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
                    gid="reference")
     ax.set_xlabel("step")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    if smooth > 1:
-        ax.text(0.995, 0.005, f"trailing mean of {smooth} metrics lines", fontsize="x-small",
+    notes = [f"trailing mean of {smooth} metrics lines"] if smooth > 1 else []
+    if group_seeds:
+        notes.append("mean over seeds, band: 95 % confidence interval")
+    if notes:
+        ax.text(0.995, 0.005, "; ".join(notes), fontsize="x-small",
                 color="0.4", ha="right", va="bottom", transform=ax.transAxes)
     if log_y:
         ax.set_yscale("log")
