@@ -1,5 +1,5 @@
-"""The ``gradflow`` command: train, plugins, check, bench, config, plot, sweep; and :func:`main`,
-which turns every error into one line and an exit status."""
+"""The ``gradflow`` command: train, plugins, check, bench, config, plot, sweep, study; and
+:func:`main`, which turns every error into one line and an exit status."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ app.command(name="plot", cls=Command)(plot)
 from gradflow_cli.sweep import sweep  # noqa: E402
 
 app.command(name="sweep", cls=Command)(sweep)
+
+from gradflow_cli.study import study  # noqa: E402
+
+app.command(name="study", cls=Command)(study)
 
 
 def one_line(text: object) -> str:

@@ -141,7 +141,7 @@ def parse_grid(data: dict[str, Any], sets: Iterable[str] = ()) -> Grid:
     """A :class:`Grid` from a grid file's contents; ``sets`` override the base config."""
     data = json.loads(json.dumps(data))
     table = data.pop(SWEEP_TABLE, None)
-    variants = _parse_variants(data.pop(VARIANTS_TABLE, None))
+    variants = parse_variants(data.pop(VARIANTS_TABLE, None))
     if table is None and variants:
         table = {}
     if not isinstance(table, dict) or not (table or variants):
@@ -167,22 +167,23 @@ def parse_grid(data: dict[str, Any], sets: Iterable[str] = ()) -> Grid:
     return Grid(data, axes, variants)
 
 
-def _parse_variants(entries: Any) -> list[Variant]:
-    """The ``[[variants]]`` tables of a grid file, checked: each a unique ``name`` and whole
-    config sections (not ``run.out``, which the sweep sets)."""
+def parse_variants(entries: Any, table: str = VARIANTS_TABLE,
+                   allowed: tuple[str, ...] = SECTIONS) -> list[Variant]:
+    """The ``[[table]]`` entries of a grid or study file, checked: each a unique ``name`` and
+    whole config sections among ``allowed`` (not ``run.out``, which the sweep sets)."""
     if entries is None:
         return []
     if not isinstance(entries, list) or not entries:
-        raise ConfigError("[[variants]] must be a non-empty array of tables, each with a name and "
-                          "whole config sections, e.g. name = \"tbptt-8\" and estimator = "
+        raise ConfigError(f"[[{table}]] must be a non-empty array of tables, each with a name "
+                          "and whole config sections, e.g. name = \"tbptt-8\" and estimator = "
                           "{ name = \"tbptt\", truncation = 8 }")
     variants: list[Variant] = []
     for i, entry in enumerate(entries):
-        where = f"[[variants]] #{i + 1}"
+        where = f"[[{table}]] #{i + 1}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table, got {entry!r}")
         name = entry.get("name")
-        if not isinstance(name, str) or not name or _label(name) != name:
+        if not isinstance(name, str) or not name or _label(name) != name or "~" in name:
             raise ConfigError(f"{where}: needs a name of letters, digits and . _ + @ = -, got "
                               f"{name!r}")
         if any(v.name == name for v in variants):
@@ -191,9 +192,9 @@ def _parse_variants(entries: Any) -> list[Variant]:
         if not sections:
             raise ConfigError(f"{where} ({name}): gives no config section")
         for key, value in sections.items():
-            if key not in SECTIONS:
+            if key not in allowed:
                 raise ConfigError(f"{where} ({name}): unknown section {key!r}; the sections are "
-                                  f"{', '.join(SECTIONS)}")
+                                  f"{', '.join(allowed)}")
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} ({name}): section {key!r} must be a table, got "
                                   f"{value!r}")
@@ -388,17 +389,49 @@ def prepare_directory(directory: str | Path, force: bool = False) -> Path:
     return d
 
 
+def completed_before(run: SweepRun, directory: Path) -> dict[str, Any] | None:
+    """The outcome of ``run`` if its directory already holds a completed run of the same
+    configuration (its ``config.json`` equal to ``run.config`` resolved, run.out aside), else
+    ``None``: what a sweep or study started again does not run twice."""
+    from gradflow.training.components import resolve_config
+
+    target = directory / run.name
+    try:
+        summary = json.loads((target / SUMMARY).read_text(encoding="utf-8"))
+        stored = json.loads((target / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed":
+        return None
+    try:
+        wanted = resolve_config(config_from_dict(json.loads(json.dumps(run.config))))
+    except GradflowError:
+        return None
+    wanted_data = wanted.model_dump(mode="json")
+    stored.pop("provenance", None)
+    for data in (wanted_data, stored):
+        data.get("run", {}).pop("out", None)
+    return {"status": "completed", "summary": summary} if wanted_data == stored else None
+
+
 def run_sweep(grid: Grid, directory: str | Path, workers: int | None = None,
               scheduler: str | None = None, force: bool = False,
-              done: Done | None = None) -> SweepResult:
+              done: Done | None = None, resume: bool = False) -> SweepResult:
     """Run every point of ``grid`` into ``directory`` (see the module's docstring) and write
     ``sweep.json``, ``runs.csv``, ``summary.csv`` and ``summary.md``; return the results.
-    ``done(run, result)`` is called as each run finishes."""
+    ``done(run, result)`` is called as each run finishes. With ``resume`` the runs that already
+    completed there with the same configuration (:func:`completed_before`) are not run again."""
     from gradflow.tools.sweep_summary import write_tables
 
     runs = grid.runs()
     d = prepare_directory(directory, force)
     result = SweepResult(d, grid, runs)
+    if resume:
+        for run in runs:
+            outcome = completed_before(run, d)
+            if outcome is not None:
+                result.results[run.name] = outcome
+        runs = [run for run in runs if run.name not in result.results]
     write_manifest(result)
 
     def finished(run: SweepRun, outcome: dict[str, Any]) -> None:
@@ -409,9 +442,9 @@ def run_sweep(grid: Grid, directory: str | Path, workers: int | None = None,
             done(run, outcome)
 
     try:
-        if scheduler is not None:
+        if runs and scheduler is not None:
             run_dask(runs, d, scheduler, finished)
-        else:
+        elif runs:
             count = workers or min(len(runs), os.cpu_count() or 1)
             run_pool(runs, d, max(1, count), finished)
     finally:
