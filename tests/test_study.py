@@ -36,6 +36,7 @@ log_every = 100
 eval_every = 0
 checkpoint_every = 0
 final_window = 200
+align_every = 100
 
 [optimizer]
 name = "sgd"
@@ -88,6 +89,10 @@ def test_a_study_tunes_evaluates_and_writes_the_leaderboard(study_file, tmp_path
         # the chosen rate is the one the evaluation runs trained with, and it is written out
         assert row["optimizer"].startswith(f"sgd lr {float(row['lr']):g}, constant schedule")
     assert "clip_rec 0.1" in rows["uoro"]["optimizer"]
+    # n = 6: P = 68, P_rec = 54; UORO keeps ṽ (6), w (54) and σ (1)
+    assert float(rows["uoro"]["state_floats_per_param"]) == pytest.approx(61 / 68)
+    for row in rows.values():  # run.align_every = 100: the mean cosine with RTRL
+        assert -1.0 <= float(row["align_cos"]) <= 1.0
     assert "no clipping" in rows["tbptt-4"]["optimizer"]
     config = json.loads(next((out / "eval").glob("variant=add_uoro,run.seed=1")).joinpath(
         "config.json").read_text())

@@ -30,8 +30,10 @@ a study started again skips the runs that completed with the same configuration.
 The leaderboard (``DIR/leaderboard.csv``, ``DIR/leaderboard.md``) has one row per task ×
 variant: the chosen rate and the complete optimizer settings, the evaluation seeds, the final
 loss's mean with its 95 % confidence interval (Student's t over the completed seeds), the gaps to
-the task's optimum and to its memoryless reference, and the speed (steps per second, µs per
-step: the median over the seeds). ``gradflow plot DIR/eval`` draws the curves, seeds grouped.
+the task's optimum and to its memoryless reference, the speed (steps per second, µs per step: the
+median over the seeds), the estimator's state in floats per parameter (from a run's final
+checkpoint) and, when the runs set ``run.align_every``, the mean ``align_cos`` over the seeds'
+measurements. ``gradflow plot DIR/eval`` draws the curves, seeds grouped.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradflow.contracts.errors import ConfigError
+from gradflow.contracts.errors import CheckpointError, ConfigError
+from gradflow.runfiles.checkpoint import load_checkpoint
 from gradflow.runfiles.config import SECTIONS, config_from_dict, load_toml
-from gradflow.runfiles.rundir import atomic_write_bytes
+from gradflow.runfiles.rundir import CHECKPOINT, atomic_write_bytes, read_metrics
 from gradflow.tools.sweep import (
     Grid,
     SweepResult,
@@ -183,6 +186,22 @@ def confidence_half_width(values: list[float]) -> float | None:
     return float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def state_floats_per_param(run_dir: Path, n_params: int) -> float | None:
+    """The estimator's state in floats per parameter, from the run's newest checkpoint."""
+    try:
+        arrays, _ = load_checkpoint(run_dir / CHECKPOINT)
+    except CheckpointError:
+        return None
+    return sum(a.size for k, a in arrays.items() if k.startswith("estimator.")) / n_params
+
+
+def mean_alignment(run_dirs: list[Path]) -> float | None:
+    """The mean ``align_cos`` of the runs' metrics lines (None without measurements)."""
+    values = [line["align_cos"] for d in run_dirs for line in read_metrics(d)
+              if isinstance(line.get("align_cos"), float)]
+    return math.fsum(values) / len(values) if values else None
+
+
 def leaderboard(study: Study, result: SweepResult,
                 rates: dict[str, float] | None) -> list[dict[str, Any]]:
     """One row per task × variant of the evaluation runs (module docstring)."""
@@ -211,6 +230,12 @@ def leaderboard(study: Study, result: SweepResult,
             "gap_memoryless": None if mean is None or memoryless is None else mean - memoryless,
             "steps_per_s": speed,
             "us_per_step": None if not speed else 1e6 / speed,
+            "state_floats_per_param": (state_floats_per_param(result.directory / runs[0].name,
+                                                              done[0]["n_params"])
+                                       if done and done[0].get("n_params") else None),
+            "align_cos": mean_alignment([result.directory / r.name for r, o in
+                                         zip(runs, outcomes, strict=True)
+                                         if o.get("status") == "completed"]),
         })
     return rows
 
@@ -225,7 +250,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
     head = ["task", "variant", "lr", "final loss (nats), 95 % CI", "gap to optimum",
-            "gap to memoryless", "seeds", "steps/s", "µs/step", "optimizer"]
+            "gap to memoryless", "seeds", "steps/s", "µs/step", "state floats/param",
+            "align cos", "optimizer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         loss = "—" if r["final_loss"] is None else (
@@ -235,7 +261,10 @@ def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
                  "—" if r["gap_memoryless"] is None else f"{r['gap_memoryless']:+.4f}",
                  f"{r['seeds']} ({r['completed']})",
                  "—" if r["steps_per_s"] is None else f"{r['steps_per_s']:,.0f}",
-                 "—" if r["us_per_step"] is None else f"{r['us_per_step']:.1f}", r["optimizer"]]
+                 "—" if r["us_per_step"] is None else f"{r['us_per_step']:.1f}",
+                 "—" if r["state_floats_per_param"] is None
+                 else f"{r['state_floats_per_param']:.2f}",
+                 "—" if r["align_cos"] is None else f"{r['align_cos']:.3f}", r["optimizer"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
