@@ -28,6 +28,8 @@ def plot(
     log_y: Annotated[bool, typer.Option("--log-y", help="logarithmic y axis")] = False,
     dpi: Annotated[int, typer.Option(min=10, max=2400, metavar="DPI",
                                      help="PNG resolution (dots per inch)")] = 100,
+    x: Annotated[str, typer.Option(
+        "--x", metavar="AXIS", help="step, or wall (wall-clock seconds)")] = "step",
     group_seeds: Annotated[bool | None, typer.Option(
         "--group-seeds/--no-group-seeds",
         help="one curve per configuration: the mean over its seeds and a 95 % confidence band "
@@ -46,7 +48,7 @@ def plot(
     grouped = (any((path / "sweep.json").is_file() for path in runs) if group_seeds is None
                else group_seeds)
     figure = learning_curves(expanded, metric=metric, smooth=smooth, title=title, log_y=log_y,
-                             group_seeds=grouped)
+                             group_seeds=grouped, x=x)
     for name in figure.skipped:
         typer.echo(f"warning: {name} has no values of {metric!r}; left out", err=True)
     path = figure.save(out, dpi=dpi)

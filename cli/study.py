@@ -60,8 +60,9 @@ def study(
 
     result = run_study(parsed, directory, workers, scheduler, report)
     typer.echo((result.directory / "leaderboard.md").read_text(encoding="utf-8"), nl=False)
-    typer.echo(f"study directory: {result.directory} (leaderboard.md, leaderboard.csv, "
-               f"tune/, eval/)")
+    figures = ", ".join(path.name for path in result.figures)
+    typer.echo(f"study directory: {result.directory} (leaderboard.md, leaderboard.csv"
+               f"{', ' + figures if figures else ''}, tune/, eval/)")
     if result.failed:
         raise SweepError(f"{len(result.failed)} runs failed: {', '.join(result.failed)} (see "
                          "error.txt in their directories)")

@@ -62,8 +62,10 @@ def test_png_has_one_line_per_run(runs, tmp_path, monkeypatch, capsys) -> None:
     np.testing.assert_allclose(y, trailing_mean(loss, 3))
     assert y[2] == pytest.approx(loss[:3].mean()) and y[0] == loss[0]
     reference = [line for line in figure.figure.axes[0].get_lines()
-                 if line.get_gid() == "reference"]
-    assert len(reference) == 1 and reference[0].get_ydata()[0] == pytest.approx(0.4545, abs=1e-3)
+                 if line.get_gid() == "reference"]  # the optimum and the memoryless level
+    assert [r.get_label().split()[0] for r in reference] == ["optimum", "no"]
+    assert reference[0].get_ydata()[0] == pytest.approx(0.4545, abs=1e-3)
+    assert reference[1].get_ydata()[0] == pytest.approx(0.6616, abs=1e-3)
 
 
 def test_svg_and_other_metrics(runs, tmp_path, monkeypatch, capsys) -> None:
@@ -160,3 +162,19 @@ def test_seeds_grouped_into_a_mean_and_a_95_percent_band(runs, tmp_path, monkeyp
     assert code == 0 and stdout.strip() == f"3 run(s) plotted to {out}"
     with pytest.raises(PlotError, match="is not a sweep directory"):
         sweep_runs(runs[0])
+
+
+def test_wall_clock_on_the_x_axis(runs) -> None:
+    """--x wall: each step at the wall-clock seconds timing.jsonl gives it (seeds' mean)."""
+    figure = learning_curves(runs[:1], smooth=1, x="wall")
+    x, _ = next(iter(figure.lines.values())).get_data()
+    timing = gradflow.load_run(runs[0]).timing
+    np.testing.assert_allclose(x, np.interp(range(50, 1501, 50), timing["step"], timing["wall"]))
+    assert figure.figure.axes[0].get_xlabel() == "wall-clock seconds"
+    grouped = learning_curves(runs[:2], smooth=1, x="wall", group_seeds=True)
+    (line,) = grouped.lines.values()
+    walls = [np.interp(range(50, 1501, 50), gradflow.load_run(r).timing["step"],
+                       gradflow.load_run(r).timing["wall"]) for r in runs[:2]]
+    np.testing.assert_allclose(line.get_xdata(), np.mean(walls, axis=0))
+    with pytest.raises(PlotError, match="x must be 'step' or 'wall'"):
+        learning_curves(runs, x="time")

@@ -98,6 +98,9 @@ def test_a_study_tunes_evaluates_and_writes_the_leaderboard(study_file, tmp_path
         "config.json").read_text())
     assert config["optimizer"]["lr"] == rates["add~uoro"] and config["run"]["seed"] == 1
     assert "| add | uoro |" in stdout and "95 % CI" in stdout
+    if __import__("importlib").util.find_spec("matplotlib") is not None:
+        assert (out / "curves-add.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "curves-add.png" in stdout
 
 
 def test_a_restarted_study_runs_nothing_twice(study_file, tmp_path) -> None:

@@ -11,8 +11,11 @@ Agg backend, so it works without a display.
 With ``group_seeds`` the runs whose configurations differ only in ``run.seed`` are one curve: the
 mean over the seeds at the steps they all have (each run smoothed first), and a band of its 95 %
 confidence interval, mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student's t, s the sample standard deviation over
-the n seeds; no band for one seed). :func:`sweep_runs` lists the run directories of a sweep (or
-study) directory, which ``gradflow plot`` groups this way.
+the n seeds; no band for one seed). With ``x="wall"`` the x axis is wall-clock seconds (from
+``timing.jsonl``, the seeds' mean at each step) instead of steps. For the loss and bits the
+task's optimum (dashed) and memoryless level (dotted) are drawn when every run shares them.
+:func:`sweep_runs` lists the run directories of a sweep (or study) directory, which ``gradflow
+plot`` groups this way.
 """
 
 from __future__ import annotations
@@ -129,6 +132,15 @@ def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]],
     return common, mean, t.ppf(0.975, n - 1) * stacked.std(axis=0, ddof=1) / math.sqrt(n)
 
 
+def _wall_of(run: Run, steps: np.ndarray) -> np.ndarray:
+    """The wall-clock seconds at ``steps`` (from ``timing.jsonl``; interpolated between its
+    lines)."""
+    timing = run.timing
+    if "wall" not in timing or len(timing["wall"]) == 0:
+        raise PlotError(f"{run.path} has no timing.jsonl to put wall-clock seconds on the x axis")
+    return np.interp(steps, timing["step"], timing["wall"])
+
+
 def sweep_runs(directory: str | Path) -> list[Path]:
     """The run directories of a sweep directory (its ``sweep.json``), in the sweep's order,
     those that have metrics lines; :class:`PlotError` if ``directory`` is not one."""
@@ -174,10 +186,13 @@ class CurvePlot:
         return p
 
 
-def _optimum(runs: Sequence[Run], metric: str) -> float | None:
+def _level(runs: Sequence[Run], metric: str, name: str) -> float | None:
+    """The task's reference level ``name`` (``"optimum"``, ``"no memory"``) in the units of
+    ``metric`` when every run shares it, else ``None``."""
     if metric not in ("loss", "bits", "eval_loss", "eval_bits"):
         return None
-    values = {run.summary.get("optimum") for run in runs}
+    values = {(run.summary.get("references") or {}).get(name) if name != "optimum"
+              else run.summary.get("optimum") for run in runs}
     if len(values) != 1 or None in values:
         return None
     value = float(values.pop())
@@ -187,11 +202,13 @@ def _optimum(runs: Sequence[Run], metric: str) -> float | None:
 def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smooth: int = 5,
                     title: str | None = None, log_y: bool = False,
                     size: tuple[float, float] = (8.0, 5.0),
-                    group_seeds: bool = False) -> CurvePlot:
+                    group_seeds: bool = False, x: str = "step") -> CurvePlot:
     """One line per run of ``metric`` against the step — or, with ``group_seeds``, one line per
     group of seeds with its 95 % band (see the module's docstring)."""
     if smooth < 1:
         raise PlotError(f"smooth must be at least 1 (metrics lines per mean), got {smooth}")
+    if x not in ("step", "wall"):
+        raise PlotError(f"x must be 'step' or 'wall' (wall-clock seconds), got {x!r}")
     loaded = [run if isinstance(run, Run) else load_run(run) for run in runs]
     if not loaded:
         raise PlotError("no runs to plot")
@@ -203,21 +220,25 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
     groups = seed_groups(loaded) if group_seeds else [[run] for run in loaded]
     labels = run_labels([group[0] for group in groups])
     for group, label in zip(groups, labels, strict=True):
-        curves = []
+        curves, drawn = [], []
         for run in group:
             steps, values = series(run, metric)
             if len(steps) == 0:
                 plot.skipped.append(str(run.path))
             else:
                 curves.append((steps, trailing_mean(values, smooth)))
+                drawn.append(run)
         if not curves:
             continue
         if group_seeds:
             label = label.split(" seed=")[0] + f" ({len(curves)} seed{'s' * (len(curves) > 1)})"
         steps, mean, half = mean_band(curves)
-        (line,) = ax.plot(steps, mean, label=label, lw=1.4, gid="run")
+        # x: the steps, or the wall-clock seconds at them (timing.jsonl; the seeds' mean)
+        where = (np.mean([_wall_of(run, steps) for run in drawn], axis=0) if x == "wall"
+                 else steps)
+        (line,) = ax.plot(where, mean, label=label, lw=1.4, gid="run")
         if half is not None:
-            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2,
+            ax.fill_between(where, mean - half, mean + half, color=line.get_color(), alpha=0.2,
                             lw=0, gid="band")
         plot.lines[label] = line
     if not plot.lines:
@@ -225,11 +246,12 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
                             if k != "step"})
         raise PlotError(f"no run has values of {metric!r}; available: "
                         f"{', '.join(available) or 'none (no metrics lines yet)'}")
-    optimum = _optimum(loaded, metric)
-    if optimum is not None and math.isfinite(optimum):
-        ax.axhline(optimum, ls="--", lw=1.0, color="0.35", label=f"optimum {optimum:.4f}",
-                   gid="reference")
-    ax.set_xlabel("step")
+    for name, style in (("optimum", "--"), ("no memory", ":")):
+        level = _level(loaded, metric, name)
+        if level is not None and math.isfinite(level):
+            ax.axhline(level, ls=style, lw=1.0, color="0.35", label=f"{name} {level:.4f}",
+                       gid="reference")
+    ax.set_xlabel("wall-clock seconds" if x == "wall" else "step")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     notes = [f"trailing mean of {smooth} metrics lines"] if smooth > 1 else []
     if group_seeds:

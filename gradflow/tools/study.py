@@ -33,7 +33,9 @@ loss's mean with its 95 % confidence interval (Student's t over the completed se
 the task's optimum and to its memoryless reference, the speed (steps per second, µs per step: the
 median over the seeds), the estimator's state in floats per parameter (from a run's final
 checkpoint) and, when the runs set ``run.align_every``, the mean ``align_cos`` over the seeds'
-measurements. ``gradflow plot DIR/eval`` draws the curves, seeds grouped.
+measurements. ``DIR/curves-TASK.png`` shows each task's variants (seeds' mean, 95 % band, the
+optimum and memoryless levels; with the ``plot`` extra), and ``gradflow plot DIR/eval`` draws
+other views (``--metric``, ``--x wall``).
 """
 
 from __future__ import annotations
@@ -285,6 +287,8 @@ class StudyResult:
     tuning: SweepResult | None
     evaluation: SweepResult
     rows: list[dict[str, Any]]
+    #: the figures written (``curves-TASK.png``; none without matplotlib)
+    figures: list[Path] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -313,4 +317,27 @@ def run_study(study: Study, directory: str | Path, workers: int | None = None,
     rows = leaderboard(study, evaluation, rates)
     atomic_write_bytes(d / "leaderboard.csv", leaderboard_csv(rows).encode())
     atomic_write_bytes(d / "leaderboard.md", leaderboard_markdown(rows).encode())
-    return StudyResult(d, rates, tuning, evaluation, rows)
+    figures = write_figures(study, evaluation)
+    return StudyResult(d, rates, tuning, evaluation, rows, figures)
+
+
+def write_figures(study: Study, evaluation: SweepResult) -> list[Path]:
+    """``DIR/curves-TASK.png`` per task: its variants' loss curves, the seeds' mean with a 95 %
+    band, the optimum and memoryless levels (nothing without matplotlib, the ``plot`` extra)."""
+    from gradflow.contracts.errors import PlotError
+    from gradflow.tools.plot import learning_curves
+
+    written = []
+    for task in study.tasks:
+        runs = [evaluation.directory / r.name for r in evaluation.runs
+                if dict(r.values)["variant"].startswith(f"{task.name}{JOIN}")
+                and evaluation.results.get(r.name, {}).get("status") == "completed"]
+        if not runs:
+            continue
+        try:
+            figure = learning_curves(runs, group_seeds=True, title=f"{task.name}: the variants, "
+                                     f"mean of {len(study.seeds)} seeds and 95 % band")
+        except PlotError:  # matplotlib is not installed
+            return written
+        written.append(figure.save(evaluation.directory.parent / f"curves-{task.name}.png"))
+    return written
