@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from gradflow.contracts.errors import SweepError
-from gradflow.tools.study import load_study, run_study
+from gradflow.contracts.errors import ConfigError, SweepError
+from gradflow.tools.study import load_study, run_study, validate_study
 
 
 def study(
@@ -26,6 +26,10 @@ def study(
     scheduler: Annotated[str | None, typer.Option(
         metavar="ADDRESS",
         help="run on the Dask distributed cluster at this address (tcp://HOST:PORT)")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="check every run's configuration as training would (without "
+                          "training), print the plan, and exit: status 2 if any is "
+                          "invalid")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines")] = False,
 ) -> None:
     """Compare estimator variants fairly on tasks: tune each one's learning rate on tuning seeds
@@ -39,6 +43,20 @@ def study(
         raise typer.BadParameter("--workers sizes the local pool; a Dask cluster has its own "
                                  "workers", param_hint="--workers")
     parsed = load_study(file)
+    if dry_run:
+        problems = validate_study(parsed)
+        for name, problem in problems.items():
+            typer.echo(f"{name}: invalid: {problem}")
+        configurations = len(parsed.tasks) * len(parsed.variants)
+        tuning = (configurations * len(parsed.grid) * len(parsed.tuning_seeds)
+                  if parsed.protocol == "tune" else 0)
+        typer.echo(f"{configurations} configurations ({len(parsed.tasks)} tasks × "
+                   f"{len(parsed.variants)} variants): {tuning} tuning runs, "
+                   f"{configurations * len(parsed.seeds)} evaluation runs")
+        if problems:
+            raise ConfigError(f"{len(problems)} runs have an invalid configuration: "
+                              f"{', '.join(problems)}")
+        return
     directory = out or Path("studies") / f"{time.strftime('%Y%m%d-%H%M%S')}-{file.stem}"
     from rich.console import Console
 

@@ -173,3 +173,47 @@ def test_fixed_protocol_keeps_each_variants_own_rate() -> None:
     with pytest.raises(ConfigError, match="takes no grid or seeds"):
         parse_study(tomllib.loads(text.replace('protocol = "fixed"',
                                                'protocol = "fixed"\ngrid = [1.0]')))
+
+
+BUILT_IN = Path(__file__).parents[1] / "docs" / "studies" / "online-estimators.toml"
+
+
+def test_the_built_in_study_validates(monkeypatch, capsys) -> None:
+    """Every one of its runs (tuning at each rate, evaluation) is a valid configuration."""
+    code, out, err = run_cli(monkeypatch, capsys, "study", str(BUILT_IN), "--dry-run")
+    assert code == 0, err
+    assert out.strip() == ("35 configurations (5 tasks × 7 variants): 350 tuning runs, "
+                           "175 evaluation runs")
+
+
+def test_the_built_in_study_in_small(tmp_path) -> None:
+    """A smoke version: the built-in study's variants on two of its tasks, few short runs."""
+    study = load_study(BUILT_IN)
+    study.tasks = [t for t in study.tasks if t.name in ("add", "influence")]
+    study.seeds, study.grid, study.tuning_seeds = [0, 1], [0.01], [100]
+    study.base["run"].update(steps=200, log_every=100, checkpoint_every=0, final_window=100,
+                             align_every=50)
+    result = run_study(study, tmp_path / "small", workers=2)
+    assert not result.failed
+    assert [(r["task"], r["variant"]) for r in result.rows] == [
+        (t, v.name) for t in ("add", "influence") for v in study.variants]
+    for row in result.rows:
+        assert row["lr"] == 0.01 and row["completed"] == "2/2" and row["final_loss"] is not None
+        # the influence model has no readout parameters: readout-only's direction is zero and
+        # its cosine undefined
+        if (row["task"], row["variant"]) != ("influence", "readout-only"):
+            assert -1.0 <= row["align_cos"] <= 1.0, row
+        else:
+            assert row["align_cos"] is None
+
+
+def test_a_study_dry_run_names_invalid_runs(study_file, monkeypatch, capsys) -> None:
+    study_file.write_text(STUDY.replace('estimator = { name = "uoro" }',
+                                        'estimator = { name = "uoro", truncation = 3 }'))
+    code, out, err = run_cli(monkeypatch, capsys, "study", str(study_file), "--dry-run")
+    assert code == 2
+    invalid = [line for line in out.splitlines() if ": invalid: " in line]
+    assert len(invalid) == 4 + 3  # tuning: 2 rates × 2 seeds; evaluation: 3 seeds
+    assert invalid[0].startswith("tune/variant=add_uoro,optimizer.lr=0.003,run.seed=100: "
+                                 "invalid: estimator 'uoro': invalid options (truncation")
+    assert err.strip().startswith("error: 7 runs have an invalid configuration: tune/")

@@ -159,6 +159,21 @@ def evaluation_grid(study: Study, rates: dict[str, float] | None) -> Grid:
     return Grid(study.base, [("run.seed", study.seeds)], study.configurations(rates))
 
 
+def validate_study(study: Study) -> dict[str, str]:
+    """Every run of the study (tuning at each rate of the grid, evaluation at the first) checked
+    as training would check it, without training: the problem of each invalid run, by name."""
+    from gradflow.tools.sweep import validate_runs
+
+    problems = {}
+    if study.protocol == "tune":
+        problems.update({f"tune/{k}": v for k, v in validate_runs(tuning_grid(study)).items()})
+    rates = ({c.name: study.grid[0] for c in study.configurations()}
+             if study.protocol == "tune" else None)
+    problems.update({f"eval/{k}": v
+                     for k, v in validate_runs(evaluation_grid(study, rates)).items()})
+    return problems
+
+
 def chosen_rates(result: SweepResult) -> dict[str, float]:
     """Per configuration, the learning rate with the lowest mean final loss over the tuning
     seeds (a failed or non-finite run counts as +∞; ties go to the first rate of the grid)."""

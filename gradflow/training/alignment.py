@@ -12,7 +12,9 @@ k steps,
 
 g being the direction before clipping and r the reference's sum (in online training θ moves
 between steps, and RTRL's sensitivities mix the θ of the steps they span: r is the exact *online*
-gradient, the quantity every online estimator approximates). A metrics line reports the means of
+gradient, the quantity every online estimator approximates). Where g or r is zero (readout-only
+on a model without readout parameters) the measure is NaN, which a metrics line reports as
+``None``. A metrics line reports the means of
 its window's measurements (``align_cos``, ``align_relerr``; ``None`` when it had none). The sums
 stay on the device until the line; the whole state — the reference's, the pending sum, the
 window's sums and the next measurement's step — is checkpointed, so that a resumed run writes the
@@ -71,8 +73,10 @@ class Alignment:
             r = self.pending
             diff = g - r
             rr = xp.vecdot(r, r)
-            self.cos_sum = self.cos_sum + xp.vecdot(g, r) / xp.sqrt(xp.vecdot(g, g) * rr)
-            self.err_sum = self.err_sum + xp.sqrt(xp.vecdot(diff, diff) / rr)
+            norms = xp.sqrt(xp.vecdot(g, g) * rr)
+            # undefined (NaN, and no warning) where a direction or the reference is zero
+            self.cos_sum = self.cos_sum + _ratio(xp, xp.vecdot(g, r), norms)
+            self.err_sum = self.err_sum + xp.sqrt(_ratio(xp, xp.vecdot(diff, diff), rr))
             self.count += 1
             self.next_at = (step // self.every + 1) * self.every
         self.pending[...] = 0.0
@@ -101,3 +105,10 @@ class Alignment:
         self.pending = load(state["pending"])
         self.cos_sum, self.err_sum = load(state["cos_sum"]), load(state["err_sum"])
         self.count, self.next_at = int(state["count"]), int(state["next_at"])
+
+
+def _ratio(xp: Any, num: Array, den: Array) -> Array:
+    """num / den, NaN where den is 0 (computed without dividing by 0)."""
+    positive = den > 0
+    return xp.where(positive, num / xp.where(positive, den, xp.ones_like(den)),
+                    xp.full_like(den, float("nan")))
