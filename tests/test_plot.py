@@ -178,3 +178,10 @@ def test_wall_clock_on_the_x_axis(runs) -> None:
     np.testing.assert_allclose(line.get_xdata(), np.mean(walls, axis=0))
     with pytest.raises(PlotError, match="x must be 'step' or 'wall'"):
         learning_curves(runs, x="time")
+
+
+def test_labels_given_per_run(runs) -> None:
+    figure = learning_curves(runs, labels=["a", "b", "c"], group_seeds=True)
+    assert sorted(figure.lines) == ["a (2 seeds)", "c (1 seed)"]  # tbptt 0 and 1, then rtrl
+    with pytest.raises(PlotError, match="2 labels for 3 runs"):
+        learning_curves(runs, labels=["a", "b"])

@@ -202,9 +202,11 @@ def _level(runs: Sequence[Run], metric: str, name: str) -> float | None:
 def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smooth: int = 5,
                     title: str | None = None, log_y: bool = False,
                     size: tuple[float, float] = (8.0, 5.0),
-                    group_seeds: bool = False, x: str = "step") -> CurvePlot:
+                    group_seeds: bool = False, x: str = "step",
+                    labels: Sequence[str] | None = None) -> CurvePlot:
     """One line per run of ``metric`` against the step — or, with ``group_seeds``, one line per
-    group of seeds with its 95 % band (see the module's docstring)."""
+    group of seeds with its 95 % band (see the module's docstring). ``labels``, one per run,
+    replace the labels made from the configurations (a group takes its first run's)."""
     if smooth < 1:
         raise PlotError(f"smooth must be at least 1 (metrics lines per mean), got {smooth}")
     if x not in ("step", "wall"):
@@ -217,9 +219,13 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     plot = CurvePlot(fig)
+    if labels is not None and len(labels) != len(loaded):
+        raise PlotError(f"{len(labels)} labels for {len(loaded)} runs")
     groups = seed_groups(loaded) if group_seeds else [[run] for run in loaded]
-    labels = run_labels([group[0] for group in groups])
-    for group, label in zip(groups, labels, strict=True):
+    firsts = [group[0] for group in groups]
+    names = (run_labels(firsts) if labels is None
+             else [labels[next(i for i, r in enumerate(loaded) if r is first)] for first in firsts])
+    for group, label in zip(groups, names, strict=True):
         curves, drawn = [], []
         for run in group:
             steps, values = series(run, metric)
@@ -231,7 +237,8 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
         if not curves:
             continue
         if group_seeds:
-            label = label.split(" seed=")[0] + f" ({len(curves)} seed{'s' * (len(curves) > 1)})"
+            base = label.split(" seed=")[0] if labels is None else label
+            label = base + f" ({len(curves)} seed{'s' * (len(curves) > 1)})"
         steps, mean, half = mean_band(curves)
         # x: the steps, or the wall-clock seconds at them (timing.jsonl; the seeds' mean)
         where = (np.mean([_wall_of(run, steps) for run in drawn], axis=0) if x == "wall"

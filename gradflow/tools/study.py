@@ -344,14 +344,17 @@ def write_figures(study: Study, evaluation: SweepResult) -> list[Path]:
 
     written = []
     for task in study.tasks:
-        runs = [evaluation.directory / r.name for r in evaluation.runs
-                if dict(r.values)["variant"].startswith(f"{task.name}{JOIN}")
-                and evaluation.results.get(r.name, {}).get("status") == "completed"]
-        if not runs:
+        chosen = [r for r in evaluation.runs
+                  if dict(r.values)["variant"].startswith(f"{task.name}{JOIN}")
+                  and evaluation.results.get(r.name, {}).get("status") == "completed"]
+        if not chosen:
             continue
+        runs = [evaluation.directory / r.name for r in chosen]
+        labels = [dict(r.values)["variant"].split(JOIN, 1)[1] for r in chosen]
         try:
-            figure = learning_curves(runs, group_seeds=True, title=f"{task.name}: the variants, "
-                                     f"mean of {len(study.seeds)} seeds and 95 % band")
+            figure = learning_curves(runs, group_seeds=True, labels=labels,
+                                     title=f"{task.name}: the variants, mean of "
+                                           f"{len(study.seeds)} seeds and 95 % band")
         except PlotError:  # matplotlib is not installed
             return written
         written.append(figure.save(evaluation.directory.parent / f"curves-{task.name}.png"))
