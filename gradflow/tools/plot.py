@@ -223,8 +223,11 @@ def learning_curves(runs: Sequence[Run | str | Path], metric: str = "loss", smoo
         raise PlotError(f"{len(labels)} labels for {len(loaded)} runs")
     groups = seed_groups(loaded) if group_seeds else [[run] for run in loaded]
     firsts = [group[0] for group in groups]
-    names = (run_labels(firsts) if labels is None
-             else [labels[next(i for i, r in enumerate(loaded) if r is first)] for first in firsts])
+    if labels is None:
+        names = run_labels(firsts)
+    else:
+        given = {id(run): label for run, label in zip(loaded, labels, strict=True)}
+        names = [given[id(first)] for first in firsts]
     for group, label in zip(groups, names, strict=True):
         curves, drawn = [], []
         for run in group:

@@ -257,14 +257,6 @@ def leaderboard(study: Study, result: SweepResult,
     return rows
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
-    return str(value)
-
-
 def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
     head = ["task", "variant", "lr", "final loss (nats), 95 % CI", "gap to optimum",
             "gap to memoryless", "seeds", "steps/s", "µs/step", "state floats/param",

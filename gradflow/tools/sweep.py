@@ -110,14 +110,14 @@ class Grid:
         runs, names = [], set()
         for variant in self.variants or [None]:
             for combo in itertools.product(*(values for _, values in self.axes)):
-                values = tuple(zip([key for key, _ in self.axes], combo, strict=True))
+                assigned = tuple(zip([key for key, _ in self.axes], combo, strict=True))
                 config = json.loads(json.dumps(self.base))
                 if variant is not None:
                     config.update(json.loads(json.dumps(variant.sections)))
-                    values = ((VARIANT_KEY, variant.name), *values)
-                for key, value in values[1 if variant is not None else 0:]:
+                for key, value in assigned:
                     section, _, name = key.partition(".")
                     merge(config, section, name, value)
+                values = assigned if variant is None else ((VARIANT_KEY, variant.name), *assigned)
                 name = ",".join(f"{key}={_label(value)}" for key, value in values) or "run"
                 unique, k = name, 2
                 while unique in names:

@@ -231,8 +231,7 @@ class RankOneEstimator(Estimator):
         if bool(xp.all(inside)):
             return sigma
         one = xp.ones_like(sigma)
-        w *= xp.where(inside, one, sigma)
-        self._w_sq = None
+        w *= xp.where(inside, one, sigma)  # (|w|² is measured again at the end of the step)
         return xp.where(inside, sigma, one)
 
     def _factors(self, coef: Array, w: Array, grad_out: Array) -> FactoredDirection:
