@@ -77,12 +77,16 @@ class StepRecord:
     cache: the model's forward cache of the step.
     delta: δ_t = ∂ℓ_t/∂h_t per stream, (B, n_state) (includes the 1/B of the mean over streams).
     grad_out: ∂ℓ_t/∂θ_out summed over streams, (P_out,).
+    dy: ∂ℓ_t/∂ŷ_t per stream, (B, k) (the output error; δ_t is its readout VJP): what an
+        estimator with its own feedback pathway uses instead of δ_t (RFLO's random feedback).
+        ``None`` when the caller did not give it.
     """
 
     theta: Array
     cache: Cache
     delta: Array
     grad_out: Array
+    dy: Array | None = None
 
 
 class EstimatorOptions(BaseModel):

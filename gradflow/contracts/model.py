@@ -30,11 +30,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gradflow.contracts.backend import Backend
 from gradflow.contracts.errors import CapabilityError
 from gradflow.contracts.layout import ParamLayout
+from gradflow.contracts.units import Units
 
 Array = Any
 Cache = dict[str, Array]
@@ -50,8 +52,21 @@ PARAM_ROW_SQNORMS = "param_row_sqnorms"
 VJP_PARAM_SQNORMS = "vjp_param_sqnorms"
 STATE_JACOBIAN = "state_jacobian"
 PARAM_JACOBIAN_ACCUMULATE = "param_jacobian_accumulate"
+#: ... and the structured ones (docs/architecture.md §4, "Structured primitives")
+PARAM_JACOBIAN_UNITS_ACCUMULATE = "param_jacobian_units_accumulate"
+STATE_JACOBIAN_BLOCKS = "state_jacobian_blocks"
+INTERNAL_JACOBIAN_BLOCKS = "internal_jacobian_blocks"
+PARAM_KRON_FACTORS = "param_kron_factors"
+LEAK = "leak"
 OPTIONAL_PRIMITIVES = (JVP_STATE, VJP, PARAM_JACOBIAN, PARAM_ROW_SQNORMS, VJP_PARAM_SQNORMS,
-                       STATE_JACOBIAN, PARAM_JACOBIAN_ACCUMULATE)
+                       STATE_JACOBIAN, PARAM_JACOBIAN_ACCUMULATE, PARAM_JACOBIAN_UNITS_ACCUMULATE,
+                       STATE_JACOBIAN_BLOCKS, INTERNAL_JACOBIAN_BLOCKS, PARAM_KRON_FACTORS, LEAK)
+#: the primitives the base class derives from dense ones when a model does not implement them:
+#: the model has the primitive if it has any one of the alternatives' primitives
+DERIVED: dict[str, tuple[frozenset[str], ...]] = {
+    PARAM_JACOBIAN_UNITS_ACCUMULATE: (frozenset({VJP}),),
+    STATE_JACOBIAN_BLOCKS: (frozenset({STATE_JACOBIAN}), frozenset({JVP_STATE})),
+}
 ALL_CAPABILITIES = frozenset({FORWARD, READOUT, *OPTIONAL_PRIMITIVES})
 
 
@@ -85,6 +100,8 @@ class Model(ABC):
     Options: ClassVar[type[BaseModel]] = ModelOptions
     #: the primitives this model provides: derived from the methods its class implements
     capabilities: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
+    #: of those, the ones its class implements itself (the rest are derived: :data:`DERIVED`)
+    implemented: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
     #: True if every primitive it implements also takes a replicated θ (R, P) — R independent
     #: runs advanced together — with the other arrays carrying the same leading axis, (R, B, …):
     #: replica r's rows computed with θ[r], exactly as a run of its own would compute them.
@@ -98,9 +115,13 @@ class Model(ABC):
             raise TypeError(f"model class {cls.__name__}: capabilities are derived from the "
                             "primitives it implements; remove the capabilities attribute and "
                             "leave out the methods of the primitives it lacks")
-        cls.capabilities = frozenset(
-            {FORWARD, READOUT} | {name for name in OPTIONAL_PRIMITIVES
-                                  if getattr(cls, name) is not getattr(Model, name)})
+        own = {FORWARD, READOUT} | {name for name in OPTIONAL_PRIMITIVES
+                                    if getattr(cls, name) is not getattr(Model, name)}
+        derived = {name for name, alternatives in DERIVED.items()
+                   if any(needs <= own for needs in alternatives)}
+        cls.capabilities = frozenset(own | derived)
+        #: the primitives its class implements itself (the fast forms), not derived
+        cls.implemented = frozenset(own)
 
     layout: ParamLayout
     #: size n of the recurrent state h (for an LSTM, 2 × n_hidden: h and c).
@@ -203,6 +224,101 @@ class Model(ABC):
         O(n·P_rec), and no n × P_rec temporary)."""
         raise self._lacks(PARAM_JACOBIAN_ACCUMULATE)
 
+    # -- structured primitives (docs/architecture.md §4) --------------------------------------
+    def units(self) -> Units:
+        """The unit structure (:mod:`gradflow.contracts.units`): which state coordinates and
+        recurrent parameters belong to each unit, a parameter moving only its unit's coordinates
+        in one step. Structural (the same at every θ, h, x). Default: one unit holding
+        everything, which is always true."""
+        return Units.single(self.n_state, self.layout.n_rec)
+
+    def jacobian_pattern(self) -> np.ndarray:
+        """The structural non-zeros of J_t, a bool array (n_state, n_state): False where
+        J_t[k, k'] = 0 at every θ, h, x (a fixed sparse W_hh). Default: all True (dense)."""
+        return np.ones((self.n_state, self.n_state), dtype=bool)
+
+    def internal_jacobian_blocks(self, theta: Array, cache: Cache) -> Array:
+        """The diagonal blocks of J_t through each unit's own internal dynamics only, shape
+        (B, n_units, s, s): ∂h_t/∂h_{t−1} on the unit's coordinates with the recurrent weights'
+        input W_hh h_{t−1} held fixed — e-prop's eligibility dynamics (Bellec et al. 2020):
+        1 − α for the leaky ``rnn``, the forget gate's path through c for the ``lstm``, the update
+        gate z for the ``gru``. No default (the dense primitives do not separate the paths)."""
+        raise self._lacks(INTERNAL_JACOBIAN_BLOCKS)
+
+    def leak(self, theta: Array) -> Array:
+        """λ (n_state,) of a leaky-integrator model h_t = λ ⊙ h_{t−1} + (1 − λ) ⊙ φ(W x̂_t)
+        (Murray 2019, eq. 1, λ = 1 − 1/τ): the constant part of J_t that RFLO keeps. A model
+        provides it only if it has that form (one coordinate per unit)."""
+        raise self._lacks(LEAK)
+
+    def param_kron_factors(self, theta: Array, cache: Cache) -> tuple[Array, Array]:
+        """F_t as a Kronecker product: (D (B, n_state, n_rows), x̂ (B, n_cols)) with
+
+            F_t[b, k, kron_index[i, j]] = D[b, k, i] · x̂[b, j],
+
+        θ_rec being one weight matrix W (n_rows × n_cols) up to the permutation
+        :meth:`kron_index` (rows: the pre-activations, columns: the inputs [h_{t−1}; x_t; 1]).
+        KF-RTRL, R-KF-RTRL and OK need it; a model whose F_t is not one Kronecker product (the
+        ``gru``: its candidate's recurrent input is gated by r) does not provide it."""
+        raise self._lacks(PARAM_KRON_FACTORS)
+
+    def kron_index(self) -> np.ndarray:
+        """The position in θ_rec of W[i, j] of :meth:`param_kron_factors`, an int array
+        (n_rows, n_cols) holding every recurrent parameter once."""
+        raise self._lacks(PARAM_KRON_FACTORS)
+
+    def param_jacobian_units_accumulate(self, theta: Array, cache: Cache, acc: Array) -> None:
+        """acc += F_t on the units' pattern, for ``acc`` of shape (B, s, P_rec):
+        acc[b, c, j] += F_t[b, coords[u(j), c], j] with u(j) the unit of θ_j (:meth:`units`).
+
+        Derived from :meth:`vjp_accumulate` when a model does not implement it: s VJPs with
+        U = the indicator of the c-th coordinate of every unit give exactly these entries, since
+        θ_j moves only its unit's coordinates. For the built-in cells that is already the fast
+        form (O(s · P) work, written into ``acc``)."""
+        if VJP not in self.capabilities:
+            raise self._lacks(PARAM_JACOBIAN_UNITS_ACCUMULATE)
+        xp = self.xp
+        batch = int(acc.shape[0])
+        for c, indicator in enumerate(self._unit_indicators()):
+            u = xp.broadcast_to(indicator[None, :], (batch, self.n_state))
+            self.vjp_accumulate(theta, cache, u, acc[:, c, :], state=False)
+
+    def state_jacobian_blocks(self, theta: Array, cache: Cache) -> Array:
+        """J_t on each unit's coordinates, shape (B, n_units, s, s):
+        out[b, u, c, c'] = J_t[b, coords[u, c], coords[u, c']].
+
+        Derived from the dense J_t (:meth:`state_jacobian`, or :meth:`jvp_state` on the identity)
+        when a model does not implement it: O(n²) or O(n³) per step where the built-in cells
+        take O(n)."""
+        xp = self.xp
+        if STATE_JACOBIAN in self.capabilities:
+            J = self.state_jacobian(theta, cache)
+        elif JVP_STATE in self.capabilities:
+            batch = int(cache_batch(cache))
+            eye = xp.eye(self.n_state, dtype=self.dtype)
+            J = self.jvp_state(theta, cache, xp.broadcast_to(eye[None], (batch, *eye.shape)))
+        else:
+            raise self._lacks(STATE_JACOBIAN_BLOCKS)
+        units = self.units()
+        n, s = self.n_state, units.size
+        index = (units.coords[:, :, None] * n + units.coords[:, None, :]).reshape(-1)
+        flat = xp.reshape(J, (int(J.shape[0]), n * n))
+        picked = xp.take(flat, self.backend.asarray(index), axis=1)
+        return xp.reshape(picked, (int(J.shape[0]), units.n_units, s, s))
+
+    def _unit_indicators(self) -> list[Array]:
+        """For each c < s, the indicator (n_state,) of the c-th coordinate of every unit."""
+        found = self.__dict__.get("_indicators")
+        if found is None:
+            coords = self.units().coords
+            rows = []
+            for c in range(coords.shape[1]):
+                v = np.zeros(self.n_state)
+                v[coords[:, c]] = 1.0
+                rows.append(self.backend.asarray(v))
+            found = self.__dict__["_indicators"] = rows
+        return found
+
     # -- derived primitives ------------------------------------------------------------------
     def vjp_accumulate(self, theta: Array, cache: Cache, u: Array, acc: Array,
                        state: bool = True, scale: Array | None = None) -> Array | None:
@@ -232,3 +348,11 @@ class Model(ABC):
 
     def _lacks(self, capability: str) -> CapabilityError:
         return CapabilityError(f"model {self.name!r} does not provide {capability!r}")
+
+
+def cache_batch(cache: Cache) -> int:
+    """The number of streams B of a forward cache (the leading axis of its first array)."""
+    for value in cache.values():
+        if getattr(value, "ndim", 0) >= 1:
+            return int(value.shape[0])
+    raise ValueError("the cache holds no array with a batch axis")

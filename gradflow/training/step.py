@@ -73,7 +73,7 @@ def online_step(model: Model, loss: Loss, theta: Array, h: Array, batch: Batch, 
         return StepOutcome(h, model.xp.mean(loss.per_stream(y, batch.targets)))
     value, dy = loss(y, batch.targets)
     delta, g_out = model.readout_vjp(theta, h, dy)
-    record = StepRecord(theta, cache, delta, g_out)
+    record = StepRecord(theta, cache, delta, g_out, dy)
     if estimator is None:
         return StepOutcome(h, value, record)
     direction = estimator.step(record)

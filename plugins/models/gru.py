@@ -37,10 +37,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gradflow import (
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
+    Units,
     add_block_diagonal,
     add_row_outer,
     sigmoid,
@@ -140,6 +143,25 @@ class GRU(AffineReadoutModel):
         add_row_outer(xp, acc, specs["W_hh"].offset, d_h, cache["h"])
         add_row_outer(xp, acc, specs["b_ih"].offset, d_i)
         add_row_outer(xp, acc, specs["b_hh"].offset, d_h)
+
+    # -- structured primitives (docs/architecture.md §4) --------------------------------------
+    def units(self) -> Units:
+        """Unit k: state coordinate h_k and row k of each gate block of W_ih, W_hh, b_ih, b_hh.
+        (No Kronecker factors: the candidate's recurrent input W_hn h + b_hn is multiplied by
+        the reset gate, so the W_ih and W_hh parts of F_t have different row factors.)"""
+        n, m = self.n_state, self.options.n_in
+        return Units.rows(np.arange(n)[:, None], [(3, m), (3, n), (3, 1), (3, 1)])
+
+    def state_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t[k, k] = Σ_b D_h,bk W_hh[bn + k, k] + z_k, shape (B, n, 1, 1): O(n)."""
+        xp, n = self.xp, self.n_state
+        diag = xp.linalg.diagonal(xp.reshape(self.layout.view(theta, "W_hh"), (3, n, n)))
+        jac = xp.sum(xp.reshape(cache["d_h"], (-1, 3, n)) * diag[None, :, :], axis=1)
+        return (jac + cache["z"])[:, :, None, None]
+
+    def internal_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """z: h_t = (1 − z) c + z h_{t−1} with the gates' recurrent inputs held fixed."""
+        return cache["z"][:, :, None, None]
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

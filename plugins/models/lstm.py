@@ -33,10 +33,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gradflow import (
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
+    Units,
     add_block_diagonal,
     add_row_outer,
     sigmoid,
@@ -167,6 +170,57 @@ class LSTM(AffineReadoutModel):
             add_row_outer(xp, rows, specs["W_hh"].offset, coeff, h)
             add_row_outer(xp, rows, specs["b_ih"].offset, coeff)
             add_row_outer(xp, rows, specs["b_hh"].offset, coeff)
+
+    # -- structured primitives (docs/architecture.md §4) --------------------------------------
+    def units(self) -> Units:
+        """Unit k: the coordinates (h_k, c_k) and row k of each gate block of W_ih, W_hh, b_ih
+        and b_hh."""
+        n, m = self.n_hidden, self.options.n_in
+        coords = np.stack([np.arange(n), n + np.arange(n)], axis=1)
+        return Units.rows(coords, [(4, m), (4, n), (4, 1), (4, 1)])
+
+    def _unit_diagonal(self, theta: Array, coeff: Array) -> Array:
+        """Σ_b coeff_bk W_hh[bn + k, k] (B, n): the diagonal of Σ_b diag(coeff_b) W_hh,b."""
+        xp, n = self.xp, self.n_hidden
+        w = xp.reshape(self.layout.view(theta, "W_hh"), (4, n, n))
+        diag = xp.linalg.diagonal(w)  # (4, n)
+        return xp.sum(xp.reshape(coeff, (-1, 4, n)) * diag[None, :, :], axis=1)
+
+    def state_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """Unit k's 2 × 2 block [[J_hh,kk, q_k f_k], [J_ch,kk, f_k]] (B, n, 2, 2): O(n)."""
+        xp = self.xp
+        f, q = cache["f"], cache["q"]
+        top = xp.stack([self._unit_diagonal(theta, cache["d_h"]), q * f], axis=-1)
+        bottom = xp.stack([self._unit_diagonal(theta, cache["d_c"]), f], axis=-1)
+        return xp.stack([top, bottom], axis=-2)
+
+    def internal_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """[[0, q f], [0, f]]: through the cell state only (∂c_t/∂c_{t−1} = f, ∂h_t/∂c_{t−1} =
+        q f); h_{t−1} reaches unit k only through W_hh, which e-prop holds fixed."""
+        xp = self.xp
+        f, q = cache["f"], cache["q"]
+        zero = xp.zeros_like(f)
+        return xp.stack([xp.stack([zero, q * f], axis=-1), xp.stack([zero, f], axis=-1)],
+                        axis=-2)
+
+    def param_kron_factors(self, theta: Array,
+                           cache: dict[str, Array]) -> tuple[Array, Array]:
+        """F_t = x̂_t ⊗ D_t: D (B, 2n, 4n) with D[h_k, bn + k] = D_h,bk, D[c_k, bn + k] = D_c,bk,
+        x̂ = [x_t; h_{t−1}; 1; 1] (the columns of [W_ih | W_hh | b_ih | b_hh])."""
+        xp, n = self.xp, self.n_hidden
+        h, x = cache["h"], cache["x"]
+        eye4 = xp.concat([xp.eye(n, dtype=h.dtype)] * 4, axis=1)  # (n, 4n): δ_{k, row mod n}
+        D = xp.concat([cache["d_h"][:, None, :] * eye4[None, :, :],
+                       cache["d_c"][:, None, :] * eye4[None, :, :]], axis=1)
+        ones = xp.ones((int(h.shape[0]), 1), dtype=h.dtype)
+        return D, xp.concat([x, h, ones, ones], axis=1)
+
+    def kron_index(self) -> np.ndarray:
+        """W = [W_ih | W_hh | b_ih | b_hh] (4n × (m + n + 2)) in θ_rec's order."""
+        n, m = self.n_hidden, self.options.n_in
+        i = np.arange(4 * n)[:, None]
+        return np.concatenate([i * m + np.arange(m), 4 * n * m + i * n + np.arange(n),
+                               4 * n * (m + n) + i, 4 * n * (m + n + 1) + i], axis=1)
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:

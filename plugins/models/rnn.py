@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from gradflow import (
@@ -39,6 +40,7 @@ from gradflow import (
     AffineReadoutModel,
     CounterRNG,
     ModelOptions,
+    Units,
     add_block_diagonal,
     add_outer,
     add_row_outer,
@@ -233,6 +235,45 @@ class RNN(AffineReadoutModel):
         add_row_outer(xp, acc, lay.specs["W_hh"].offset, d, cache["h"])
         add_row_outer(xp, acc, lay.specs["W_xh"].offset, d, cache["x"])
         add_row_outer(xp, acc, lay.specs["b_h"].offset, d)
+
+    # -- structured primitives (docs/architecture.md §4) --------------------------------------
+    def units(self) -> Units:
+        """Unit k: state coordinate h_k and row k of W_hh, W_xh and b_h."""
+        n, m = self.n_state, self.options.n_in
+        return Units.rows(np.arange(n)[:, None], [(1, n), (1, m), (1, 1)])
+
+    def state_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """J_t[k, k] = (1 − α) + d_k W_hh[k, k], shape (B, n, 1, 1): O(n)."""
+        xp = self.xp
+        diag = self._d(cache) * xp.linalg.diagonal(self.layout.view(theta, "W_hh"))
+        if self.alpha != 1.0:
+            diag += 1.0 - self.alpha
+        return diag[:, :, None, None]
+
+    def internal_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
+        """1 − α: the leak, the unit's only path to its own past besides W_hh."""
+        B = int(cache["d"].shape[0])
+        return self.xp.full((B, self.n_state, 1, 1), 1.0 - self.alpha, dtype=self.dtype)
+
+    def leak(self, theta: Array) -> Array:
+        """λ = 1 − α for every unit."""
+        return self.xp.full((self.n_state,), 1.0 - self.alpha, dtype=self.dtype)
+
+    def param_kron_factors(self, theta: Array,
+                           cache: dict[str, Array]) -> tuple[Array, Array]:
+        """F_t = x̂_t ⊗ diag(d): D = diag(d) (B, n, n), x̂ = [h_{t−1}; x_t; 1]."""
+        xp = self.xp
+        d = self._d(cache)
+        eye = xp.eye(self.n_state, dtype=d.dtype)
+        ones = xp.ones((int(d.shape[0]), 1), dtype=d.dtype)
+        return d[:, :, None] * eye[None, :, :], xp.concat([cache["h"], cache["x"], ones], axis=1)
+
+    def kron_index(self) -> np.ndarray:
+        """W = [W_hh | W_xh | b_h] (n × (n + m + 1)) in θ_rec's order W_hh, W_xh, b_h."""
+        n, m = self.n_state, self.options.n_in
+        i = np.arange(n)[:, None]
+        return np.concatenate([i * n + np.arange(n), n * n + i * m + np.arange(m),
+                               n * (n + m) + i], axis=1)
 
     def param_row_sqnorms(self, theta: Array, cache: dict[str, Array],
                           inv_metric: Array | None = None) -> Array:
