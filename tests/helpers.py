@@ -75,7 +75,10 @@ def without(model, *primitives: str):
     import gradflow
 
     keep = [p for p in gradflow.OPTIONAL_PRIMITIVES if model.has(p) and p not in primitives]
-    required = ("init_params", "initial_state", "forward", "readout", "readout_vjp")
+    required = ("init_params", "initial_state", "forward", "readout", "readout_vjp", "units",
+                "jacobian_pattern")
+    if gradflow.PARAM_KRON_FACTORS in keep:
+        keep.append("kron_index")
 
     def delegate(name: str):
         return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)

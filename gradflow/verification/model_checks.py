@@ -24,6 +24,18 @@ F_t = ∂f/∂θ_rec (B, n, P_rec) and ∂ŷ/∂h are computed by central differ
                    (a view, as RTRL passes it); the last row must stay as it was
     param_row_sqnorms  Σ_j F[k, j]² and Σ_j F[k, j]² m_j for a random inverse metric m > 0
 
+and the structured primitives (docs/architecture.md §4) against the same F and J:
+
+    units          a partition of the state and of θ_rec; F zero outside each parameter's unit
+    jacobian_pattern   covers every non-zero of J
+    param_jacobian_units_accumulate  acc += F on the units' coordinates (derived or the model's)
+    state_jacobian_blocks  J on each unit's coordinates (derived or the model's)
+    param_kron_factors + kron_index  D ⊗ x̂ placed by kron_index equals F; kron_index a
+                   permutation of θ_rec
+    internal_jacobian_blocks, leak   their shapes only: they separate the paths of J through
+                   the recurrent weights from the rest, which J alone does not show (each
+                   built-in model's own tests check their values)
+
 with relative error ‖a − b‖ / ‖b‖ < ``rtol`` (1e-6), for each batch size (B = 1 and B = 3). It
 also checks shapes, that the forward step ignores θ_out and the readout ignores θ_rec
 (θ = [θ_rec | θ_out] is the contract every estimator relies on), and that the cache is a flat dict
@@ -39,11 +51,16 @@ import numpy as np
 
 from gradflow.contracts.backend import get_backend
 from gradflow.contracts.model import (
+    INTERNAL_JACOBIAN_BLOCKS,
     JVP_STATE,
+    LEAK,
     PARAM_JACOBIAN,
     PARAM_JACOBIAN_ACCUMULATE,
+    PARAM_JACOBIAN_UNITS_ACCUMULATE,
+    PARAM_KRON_FACTORS,
     PARAM_ROW_SQNORMS,
     STATE_JACOBIAN,
+    STATE_JACOBIAN_BLOCKS,
     VJP,
     VJP_PARAM_SQNORMS,
     Model,
@@ -267,6 +284,7 @@ def _check_model_at(probe: _ModelProbe, theta_np: np.ndarray, B: int, rng: np.ra
         probe.shape("param_jacobian", dense, (B, n, p_rec))
         probe.compare("param_jacobian", B, dense, F)
     _check_dense_jacobians(probe, theta, cache, J, F, rng)
+    _check_structured(probe, theta, cache, J, F)
     if model.has(PARAM_ROW_SQNORMS):
         rows = model.param_row_sqnorms(theta, cache)
         probe.shape("param_row_sqnorms", rows, (B, n))
@@ -299,6 +317,64 @@ def _check_dense_jacobians(probe: _ModelProbe, theta: Array, cache: dict[str, Ar
             raise _fail(f"{name}: param_jacobian_accumulate", "wrote outside acc (the row of "
                         "the buffer after the view acc = buf[:, :n, :] changed)")
         probe.compare("param_jacobian_accumulate", B, got[:, :n, :] - start[:, :n, :], F)
+
+
+def _check_structured(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
+                      J: np.ndarray, F: np.ndarray) -> None:
+    """The unit structure, the unit and block primitives and the Kronecker factors against the
+    finite-difference F and J (see the module docstring)."""
+    model, name = probe.model, f"model {probe.model.name!r}"
+    B, n, p_rec = F.shape
+    units = model.units()
+    problems = units.problems(n, p_rec)
+    if problems:
+        raise _fail(f"{name}: units", "; ".join(problems))
+    unit_of = units.param_unit()
+    inside = np.zeros((n, p_rec), dtype=bool)
+    for c in range(units.size):
+        inside[units.coords[unit_of, c], np.arange(p_rec)] = True
+    scale = max(float(np.max(np.abs(F))), 1.0) if F.size else 1.0
+    outside = float(np.max(np.abs(F[:, ~inside]))) if (~inside).any() else 0.0
+    if outside > probe.rtol * scale:
+        raise _fail(f"{name}: units", f"a parameter moves a coordinate outside its unit "
+                    f"(|F| = {outside:.3e} there)")
+    pattern = np.asarray(model.jacobian_pattern(), dtype=bool)
+    if pattern.shape != (n, n):
+        raise _fail(f"{name}: jacobian_pattern", f"shape {pattern.shape}, expected {(n, n)}")
+    missed = float(np.max(np.abs(J[:, ~pattern]))) if (~pattern).any() else 0.0
+    if missed > probe.rtol * max(float(np.max(np.abs(J))), 1.0):
+        raise _fail(f"{name}: jacobian_pattern", f"J has an entry of {missed:.3e} outside "
+                    "the declared pattern")
+    if model.has(PARAM_JACOBIAN_UNITS_ACCUMULATE):
+        want = np.stack([F[:, units.coords[unit_of, c], np.arange(p_rec)]
+                         for c in range(units.size)], axis=1)
+        start = np.random.default_rng(1).standard_normal((B, units.size, p_rec))
+        acc = probe.arr(start.copy())
+        model.param_jacobian_units_accumulate(theta, cache, acc)
+        probe.shape("param_jacobian_units_accumulate", acc, (B, units.size, p_rec))
+        probe.compare("param_jacobian_units_accumulate", B, probe.np(acc) - start, want)
+    if model.has(STATE_JACOBIAN_BLOCKS):
+        blocks = model.state_jacobian_blocks(theta, cache)
+        probe.shape("state_jacobian_blocks", blocks, (B, units.n_units, units.size, units.size))
+        probe.compare("state_jacobian_blocks", B, blocks,
+                      J[:, units.coords[:, :, None], units.coords[:, None, :]])
+    if model.has(INTERNAL_JACOBIAN_BLOCKS):
+        probe.shape("internal_jacobian_blocks", model.internal_jacobian_blocks(theta, cache),
+                    (B, units.n_units, units.size, units.size))
+    if model.has(LEAK):
+        probe.shape("leak", model.leak(theta), (n,))
+    if model.has(PARAM_KRON_FACTORS):
+        index = np.asarray(model.kron_index())
+        if index.ndim != 2 or not np.array_equal(np.sort(index.reshape(-1)), np.arange(p_rec)):
+            raise _fail(f"{name}: kron_index", "must be an int array (n_rows, n_cols) holding "
+                        f"every recurrent parameter 0..{p_rec - 1} once")
+        D, xhat = model.param_kron_factors(theta, cache)
+        probe.shape("param_kron_factors (D)", D, (B, n, index.shape[0]))
+        probe.shape("param_kron_factors (x̂)", xhat, (B, index.shape[1]))
+        dense = np.zeros((B, n, p_rec))
+        dense[:, :, index.reshape(-1)] = np.einsum("bki,bj->bkij", probe.np(D),
+                                                   probe.np(xhat)).reshape(B, n, -1)
+        probe.compare("param_kron_factors", B, probe.arr(dense), F)
 
 
 def _check_derived_vjps(probe: _ModelProbe, theta: Array, cache: dict[str, Array],
