@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from gradflow_plugins.estimators.bptt import BPTT
+from gradflow_plugins.estimators.eprop import EProp
 from gradflow_plugins.estimators.kalman_nobacktrack import KalmanNoBackTrack
 from gradflow_plugins.estimators.nobacktrack import NoBackTrack
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
+from gradflow_plugins.estimators.rflo import RFLO
 from gradflow_plugins.estimators.rtrl import RTRL
 from gradflow_plugins.estimators.tbptt import TBPTT
 from gradflow_plugins.estimators.uoro import UORO
@@ -30,7 +32,7 @@ from gradflow_plugins.tasks.text import TextTask
 import gradflow
 
 ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
-    RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack,
+    RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack, RFLO, EProp,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
 LOGGERS: tuple[type[gradflow.Logger], ...] = (TensorBoardLogger, MLflowLogger)
