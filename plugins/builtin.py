@@ -10,7 +10,9 @@ from typing import Any
 from gradflow_plugins.estimators.bptt import BPTT
 from gradflow_plugins.estimators.eprop import EProp
 from gradflow_plugins.estimators.kalman_nobacktrack import KalmanNoBackTrack
+from gradflow_plugins.estimators.kf_rtrl import KFRTRL
 from gradflow_plugins.estimators.nobacktrack import NoBackTrack
+from gradflow_plugins.estimators.r_kf_rtrl import ReverseKFRTRL
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rflo import RFLO
 from gradflow_plugins.estimators.rtrl import RTRL
@@ -32,7 +34,8 @@ from gradflow_plugins.tasks.text import TextTask
 import gradflow
 
 ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
-    RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack, RFLO, EProp,
+    RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack, KFRTRL, ReverseKFRTRL,
+    RFLO, EProp,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
 LOGGERS: tuple[type[gradflow.Logger], ...] = (TensorBoardLogger, MLflowLogger)

@@ -26,13 +26,15 @@ F_t, nothing of size P allocated per step (the temporaries are bands of units of
   (``np.random.randn(n_rec, n_out) / n_out**0.5``), drawn in float64 from a counter-based
   generator seeded with ``feedback_seed`` (:class:`gradflow.CounterRNG`: the same numbers on
   every backend), then cast to the run's dtype; rows of the state coordinates the readout does
-  not read (the ``lstm``'s c) are zero, as the readout's own feedback is there. B is rebuilt from
+  not read (:func:`read_coordinates`: the ``lstm``'s c) are zero, as the readout's own feedback
+  is there. B is rebuilt from
   the options whenever the estimator is created, so it is the same after a resume and is not
   part of the checkpointed state.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -40,6 +42,7 @@ import numpy as np
 from pydantic import Field
 
 from gradflow import (
+    AffineReadoutModel,
     CounterRNG,
     Estimator,
     EstimatorOptions,
@@ -78,17 +81,14 @@ class LearningSignal:
         return record.dy @ self.matrix.mT
 
 
-def read_coordinates(model: Model, seed: int) -> np.ndarray:
-    """The state coordinates the readout reads, a bool array (n_state,): where (∂ŷ/∂h)ᵀu is not
-    zero at the model's initial θ, a random state and a random cotangent u. A coordinate the
-    readout ignores (the ``lstm``'s c) gets an exact zero there, any other a non-zero number with
-    probability one."""
-    xp, dtype = model.xp, model.dtype
-    rng = CounterRNG(xp, seed)
-    h = rng.normal((1, model.n_state), dtype)
-    u = rng.normal((1, model.n_out), dtype)
-    delta, _ = model.readout_vjp(model.init_params(seed), h, u)
-    return np.asarray(model.backend.to_numpy(delta))[0] != 0.0
+def read_coordinates(model: Model) -> np.ndarray:
+    """The state coordinates the readout reads, a bool array (n_state,): the first
+    ``n_visible`` of a model with gradflow's affine readout (the ``lstm``'s h, not its c: the
+    readout's δ_t is exactly zero on the others), every coordinate for any other model."""
+    read = np.ones(model.n_state, dtype=bool)
+    if isinstance(model, AffineReadoutModel):
+        read[model.affine_readout.n_visible:] = False
+    return read
 
 
 def feedback_matrix(model: Model, seed: int) -> Array:
@@ -96,7 +96,7 @@ def feedback_matrix(model: Model, seed: int) -> Array:
     coordinates the readout does not read (:func:`read_coordinates`)."""
     xp, k = model.xp, model.n_out
     draws = CounterRNG(xp, seed).normal((model.n_state, k), xp.float64) * (1.0 / k ** 0.5)
-    rows = model.backend.asarray(read_coordinates(model, seed).astype(np.float64))
+    rows = model.backend.asarray(read_coordinates(model).astype(np.float64))
     return xp.astype(draws * rows[:, None], model.dtype)
 
 
@@ -123,16 +123,20 @@ class UnitTraceEstimator(Estimator):
         coords = self.units.coords  # (n_units, s)
         #: index of L_t's entries in unit order, c major: L_units[b, c, u] = L_t[b, coords[u, c]]
         self._coords = model.backend.asarray(np.ascontiguousarray(coords.T).reshape(-1))
+        #: the slots c whose coordinates the readout reads for some unit: L_t is exactly zero on
+        #: the others (both feedbacks), so the contraction skips their traces (the lstm's c)
+        read = read_coordinates(model)
+        self._read_slots = [c for c in range(coords.shape[1]) if read[coords[:, c]].any()]
         self.signal = LearningSignal(model, options)
 
     def state_fields(self) -> list[PerStream]:
         """ε (B, s, P_rec), zero at the start and when a stream starts a new sequence."""
         return [PerStream("e", (self.units.size, self.layout.n_rec))]
 
+    @abstractmethod
     def decay(self, record: StepRecord, views: list[Array]) -> None:
         """ε_{t−1} ← D_t ε_{t−1} in place, on the block views (B, s, groups, n_units, width) of
         the state."""
-        raise NotImplementedError
 
     def unit_signal(self, signal: Array) -> Array:
         """L_t (B, n_state) as L_units (B, s, n_units): one take of n_state numbers."""
@@ -149,16 +153,17 @@ class UnitTraceEstimator(Estimator):
         signal = self.unit_signal(self.signal(record))  # (B, s, n_units)
         buf = self.direction_buffer()
         p = self.layout.n_rec
-        batch, s = int(e.shape[0]), units.size
+        terms = [(b, c) for b in range(int(e.shape[0])) for c in self._read_slots]
+        if not terms:
+            buf[:p] = 0.0
         for view, out in zip(views, units.views(xp, buf[:p]), strict=True):
-            for u0, u1 in unit_bands(xp, view):
+            for u0, u1 in unit_bands(xp, view) if terms else ():
                 target = out[:, u0:u1, :]
-                for b in range(batch):
-                    for c in range(s):
-                        term = view[b, c, :, u0:u1, :] * signal[b, c, None, u0:u1, None]
-                        if b == 0 and c == 0:
-                            target[...] = term
-                        else:
-                            target += term
+                for i, (b, c) in enumerate(terms):
+                    term = view[b, c, :, u0:u1, :] * signal[b, c, None, u0:u1, None]
+                    if i == 0:
+                        target[...] = term
+                    else:
+                        target += term
         buf[p:] = record.grad_out
         return buf
