@@ -19,6 +19,17 @@ With s = tanh(a) and d = α (1 − s²) (elementwise), the primitives are
 
 α = 1 is the plain Elman network; α < 1 a leaky integrator (a discretised continuous-time RNN).
 
+**A fixed sparse W_hh** (option ``density`` < 1, the setting of SnAp-2, Menick et al. 2021): a
+mask M (n × n) of round(density · n²) entries drawn uniformly at random from ``mask_seed`` when the
+model is built — a property of the model, so every run seed, every replica and a resumed run see
+the same mask; the diagonal is not treated specially. The recurrent weight is M ⊙ W_hh: every
+formula above with W_hh replaced by it, and the W_hh part of every parameter derivative multiplied
+by M (F_t[k, W_hh[i, j]] = d_k δ_ki h_j M_ij), so an entry outside the mask has no effect and a
+gradient of exactly zero, and init_params sets it to 0. J_t's structural pattern is M, plus the
+diagonal when α < 1 (:meth:`RNN.jacobian_pattern`). F_t is then no Kronecker product: the sparse
+model lacks ``param_kron_factors``. The masked paths form each stream's n × n outer product before
+masking it (a temporary of n² numbers per stream); density = 1 runs the dense code, unchanged.
+
 Hot paths (:meth:`RNN.vjp_accumulate`): the parameter part of a VJP is a sum of outer products
 e hᵀ, e xᵀ added straight into the caller's accumulator. Summed over the B streams it is a matrix
 product Eᵀ H (n × B times B × n), in bands of rows of at most 2¹⁸ numbers. Per stream, for a small
@@ -39,6 +50,7 @@ from gradflow import (
     TEMPORARY_BLOCK,
     AffineReadoutModel,
     CounterRNG,
+    Model,
     ModelOptions,
     Units,
     add_block_diagonal,
@@ -57,6 +69,26 @@ class RNNOptions(ModelOptions):
         description="W_hh initialisation: U(±1/√n) like torch.nn.RNNCell, or a random "
         "orthogonal matrix",
     )
+    density: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="fraction of W_hh's entries that exist: a fixed random mask keeps "
+        "round(density · n²) of them, the others are 0 and stay 0 (1 = dense)",
+    )
+    mask_seed: int = Field(
+        0, ge=0,
+        description="seed of W_hh's mask when density < 1: part of the model, so every run "
+        "seed, replica and resumed run sees the same mask",
+    )
+
+
+def recurrent_mask(n: int, density: float, seed: int) -> np.ndarray:
+    """W_hh's mask, a bool array (n, n): round(density · n²) entries (at least one) drawn
+    uniformly at random without replacement by a NumPy generator seeded with ``seed`` (the same
+    mask on every backend)."""
+    count = max(1, round(density * n * n))
+    flat = np.zeros(n * n, dtype=bool)
+    flat[np.random.default_rng(seed).choice(n * n, size=count, replace=False)] = True
+    return flat.reshape(n, n)
 
 
 class RNN(AffineReadoutModel):
@@ -65,10 +97,23 @@ class RNN(AffineReadoutModel):
     Options = RNNOptions
     replicas = True
 
+    def __new__(cls, options: RNNOptions, backend: Any) -> RNN:
+        """``RNN(options, backend)`` with density < 1 builds a :class:`SparseRNN` (the same
+        model but for the primitives a masked W_hh does not have)."""
+        if cls is RNN and float(getattr(options, "density", 1.0)) < 1.0:
+            cls = SparseRNN
+        return super().__new__(cls)
+
     def __init__(self, options: RNNOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
         self.alpha = float(options.alpha)
+        #: W_hh's mask (n, n): a bool NumPy array and the backend's 0/1 array; None when dense
+        self.mask_np: np.ndarray | None = None
+        self._mask: Array = None
+        if float(getattr(options, "density", 1.0)) < 1.0:
+            self.mask_np = recurrent_mask(n, float(options.density), int(options.mask_seed))
+            self._mask = backend.asarray(self.mask_np.astype(np.float64))
         self.lay_out([("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))],
                       n_visible=n, n_state=n, n_out=k)
 
@@ -84,6 +129,8 @@ class RNN(AffineReadoutModel):
             w_hh = xp.reshape(xp.astype(q, dt), (-1,))
         else:
             w_hh = rng.uniform((n * n,), dt, -bound, bound)
+        if self._mask is not None:  # the entries outside the mask are 0 (+0.0)
+            w_hh = xp.where(xp.reshape(self._mask, (-1,)) != 0.0, w_hh, xp.zeros_like(w_hh))
         pieces = [
             w_hh,
             rng.uniform((n * m,), dt, -bound, bound),
@@ -95,7 +142,13 @@ class RNN(AffineReadoutModel):
     # -- one step ----------------------------------------------------------------------------
     def _weights(self, theta: Array) -> tuple[Array, Array, Array]:
         lay = self.layout
-        return lay.view(theta, "W_hh"), lay.view(theta, "W_xh"), lay.view(theta, "b_h")
+        return self._w_hh(theta), lay.view(theta, "W_xh"), lay.view(theta, "b_h")
+
+    def _w_hh(self, theta: Array) -> Array:
+        """The recurrent weight the model uses: W_hh's view, or M ⊙ W_hh (a new array) when
+        sparse."""
+        w = self.layout.view(theta, "W_hh")
+        return w if self._mask is None else w * self._mask
 
     def forward(self, theta: Array, h: Array, x: Array) -> tuple[Array, dict[str, Array]]:
         """h_t and the cache {h_{t−1}, x_t, d = α (1 − tanh(a_t)²)}."""
@@ -115,7 +168,7 @@ class RNN(AffineReadoutModel):
         return cache["d"]
 
     def jvp_state(self, theta: Array, cache: dict[str, Array], v: Array) -> Array:
-        w = self.layout.view(theta, "W_hh")
+        w = self._w_hh(theta)
         d = self._d(cache)
         if v.ndim == d.ndim:  # one tangent per stream, (..., B, n)
             out = v @ w.mT
@@ -128,7 +181,7 @@ class RNN(AffineReadoutModel):
         return out
 
     def _vjp_state(self, theta: Array, e: Array, u: Array) -> Array:
-        u_h = e @ self.layout.view(theta, "W_hh")
+        u_h = e @ self._w_hh(theta)
         if self.alpha != 1.0:
             u_h += (1.0 - self.alpha) * u
         return u_h
@@ -137,7 +190,10 @@ class RNN(AffineReadoutModel):
         xp = self.xp
         e = self._d(cache) * u
         lead = tuple(u.shape[:-1])
-        g_hh = xp.reshape(e[..., :, None] * cache["h"][..., None, :], (*lead, -1))
+        g_hh = e[..., :, None] * cache["h"][..., None, :]
+        if self._mask is not None:
+            g_hh *= self._mask
+        g_hh = xp.reshape(g_hh, (*lead, -1))
         g_xh = xp.reshape(e[..., :, None] * cache["x"][..., None, :], (*lead, -1))
         return self._vjp_state(theta, e, u), xp.concat([g_hh, g_xh, e], axis=-1)
 
@@ -154,7 +210,21 @@ class RNN(AffineReadoutModel):
         h, x = cache["h"], cache["x"]
         n, m = self.n_state, self.options.n_in
         pieces = ((0, h, n), (n * n, x, m))
-        if theta.ndim > 1:  # replicated runs: one operation a weight on views of acc
+        if self._mask is not None:  # sparse W_hh: every case on views of acc, W_hh's masked
+            views = self.layout.views(acc)
+            if scale is not None:
+                acc *= scale
+            if acc.ndim == theta.ndim:  # summed over the (each replica's) streams
+                views["W_hh"] += (e.mT @ h) * self._mask
+                views["W_xh"] += e.mT @ x
+                views["b_h"] += xp.sum(e, axis=-2)
+            else:
+                outer = e[..., :, None] * h[..., None, :]
+                outer *= self._mask
+                views["W_hh"] += outer
+                views["W_xh"] += e[..., :, None] * x[..., None, :]
+                views["b_h"] += e
+        elif theta.ndim > 1:  # replicated runs: one operation a weight on views of acc
             views = self.layout.views(acc)
             if scale is not None:
                 acc *= scale
@@ -197,6 +267,10 @@ class RNN(AffineReadoutModel):
         xp = self.xp
         e = self._d(cache) * u
         h, x = cache["h"], cache["x"]
+        if self._mask is not None:  # Σ_k e_k² (Σ_j M_kj h_j² + |x|² + 1)
+            ee = e * e
+            return (xp.vecdot(ee, (h * h) @ self._mask.mT)
+                    + xp.sum(ee, axis=-1) * (xp.vecdot(x, x) + 1.0))
         return xp.vecdot(e, e) * (xp.vecdot(h, h) + xp.vecdot(x, x) + 1.0)
 
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
@@ -208,7 +282,10 @@ class RNN(AffineReadoutModel):
         B, n = d.shape
         eye = xp.eye(n, dtype=d.dtype)
         diag = d[:, :, None] * eye[None, :, :]  # (B, n, n): d_k δ_ki
-        f_hh = xp.reshape(diag[:, :, :, None] * h[:, None, None, :], (B, n, -1))
+        f_hh = diag[:, :, :, None] * h[:, None, None, :]
+        if self._mask is not None:  # F[k, W_hh[i, j]] = d_k δ_ki h_j M_ij
+            f_hh *= self._mask
+        f_hh = xp.reshape(f_hh, (B, n, -1))
         f_xh = xp.reshape(diag[:, :, :, None] * x[:, None, None, :], (B, n, -1))
         return xp.concat([f_hh, f_xh, diag], axis=2)
 
@@ -216,7 +293,7 @@ class RNN(AffineReadoutModel):
         """J_t = (1 − α) I + diag(d) W_hh, shape (B, n, n)."""
         if theta.ndim > 1:
             return self.xp.stack(_each_replica(self.state_jacobian, theta, cache))
-        jac = self._d(cache)[:, :, None] * self.layout.view(theta, "W_hh")[None, :, :]
+        jac = self._d(cache)[:, :, None] * self._w_hh(theta)[None, :, :]
         if self.alpha != 1.0:
             add_block_diagonal(self.xp, jac, 0, self.xp.full((1, self.n_state, 1),
                                                               1.0 - self.alpha, dtype=jac.dtype))
@@ -232,7 +309,11 @@ class RNN(AffineReadoutModel):
             return
         xp, lay = self.xp, self.layout
         d = self._d(cache)
-        add_row_outer(xp, acc, lay.specs["W_hh"].offset, d, cache["h"])
+        if self._mask is None:
+            add_row_outer(xp, acc, lay.specs["W_hh"].offset, d, cache["h"])
+        else:  # row k: d_k h_{t-1} ⊙ M[k, :] on W_hh[k, :]
+            add_block_diagonal(xp, acc, lay.specs["W_hh"].offset,
+                               d[:, :, None] * cache["h"][:, None, :] * self._mask)
         add_row_outer(xp, acc, lay.specs["W_xh"].offset, d, cache["x"])
         add_row_outer(xp, acc, lay.specs["b_h"].offset, d)
 
@@ -242,10 +323,18 @@ class RNN(AffineReadoutModel):
         n, m = self.n_state, self.options.n_in
         return Units.rows(np.arange(n)[:, None], [(1, n), (1, m), (1, 1)])
 
+    def jacobian_pattern(self) -> np.ndarray:
+        """J_t = (1 − α) I + diag(d) (M ⊙ W_hh): the mask M, plus the diagonal when α < 1 (all
+        True when dense)."""
+        n = self.n_state
+        if self.mask_np is None:
+            return np.ones((n, n), dtype=bool)
+        return self.mask_np | np.eye(n, dtype=bool) if self.alpha != 1.0 else self.mask_np.copy()
+
     def state_jacobian_blocks(self, theta: Array, cache: dict[str, Array]) -> Array:
         """J_t[k, k] = (1 − α) + d_k W_hh[k, k], shape (B, n, 1, 1): O(n)."""
         xp = self.xp
-        diag = self._d(cache) * xp.linalg.diagonal(self.layout.view(theta, "W_hh"))
+        diag = self._d(cache) * xp.linalg.diagonal(self._w_hh(theta))
         if self.alpha != 1.0:
             diag += 1.0 - self.alpha
         return diag[:, :, None, None]
@@ -280,14 +369,28 @@ class RNN(AffineReadoutModel):
         xp = self.xp
         d = self._d(cache)
         h2, x2 = cache["h"] ** 2, cache["x"] ** 2
+        mask = self._mask
         if inv_metric is None:
-            rows = (xp.sum(h2, axis=-1, keepdims=True) + xp.sum(x2, axis=-1, keepdims=True)
-                    + 1.0)
+            hh = (xp.sum(h2, axis=-1, keepdims=True) if mask is None else h2 @ mask.mT)
+            rows = hh + xp.sum(x2, axis=-1, keepdims=True) + 1.0
         else:
             lay = self.layout
-            rows = (h2 @ lay.view(inv_metric, "W_hh").mT + x2 @ lay.view(inv_metric, "W_xh").mT
+            m_hh = lay.view(inv_metric, "W_hh")
+            if mask is not None:
+                m_hh = m_hh * mask
+            rows = (h2 @ m_hh.mT + x2 @ lay.view(inv_metric, "W_xh").mT
                     + lay.view(inv_metric, "b_h")[..., None, :])
         return d * d * rows
+
+
+class SparseRNN(RNN):
+    """The ``rnn`` with a fixed sparse W_hh (density < 1; what ``RNN(options, backend)`` builds
+    then). Its F_t is not one Kronecker product — the W_hh part of row k is d_k (h ⊙ M[k, :]),
+    not d_k h — so it lacks ``param_kron_factors`` (capabilities are derived from the class)."""
+
+    replicas = True
+    param_kron_factors = Model.param_kron_factors
+    kron_index = Model.kron_index
 
 
 def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
