@@ -12,6 +12,7 @@ from gradflow_plugins.estimators.eprop import EProp
 from gradflow_plugins.estimators.kalman_nobacktrack import KalmanNoBackTrack
 from gradflow_plugins.estimators.kf_rtrl import KFRTRL
 from gradflow_plugins.estimators.nobacktrack import NoBackTrack
+from gradflow_plugins.estimators.ok import OK
 from gradflow_plugins.estimators.r_kf_rtrl import ReverseKFRTRL
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rflo import RFLO
@@ -35,7 +36,7 @@ import gradflow
 
 ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
     RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack, KFRTRL, ReverseKFRTRL,
-    RFLO, EProp,
+    RFLO, EProp, OK,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
 LOGGERS: tuple[type[gradflow.Logger], ...] = (TensorBoardLogger, MLflowLogger)

@@ -1,0 +1,278 @@
+"""Optimal Kronecker-sum approximation of RTRL (Benzing, Gauy, Mujika, Martinsson & Steger,
+"Optimal Kronecker-Sum Approximation of Real Time Recurrent Learning", ICML 2019, arXiv 1902.03993).
+
+**The form kept.** For a cell whose recurrent parameters form one weight matrix W (n_rows × n_cols)
+acting on x̂_t (rows: pre-activations; columns: the inputs [h_{t−1}; x_t; 1]), the immediate
+Jacobian is one Kronecker product, given by the model (``param_kron_factors``, ``kron_index``):
+
+    F_t[k, (i, j)] = D_t[k, i] · x̂_t[j],
+
+(i, j) standing for θ_rec's position kron_index[i, j] of W[i, j]. OK keeps G_t = ∂h_t/∂θ_rec as a
+sum of r Kronecker products per stream (r = option ``rank``):
+
+    G_t ≈ Σ_{l=1..r} A_l ⊗ u_l,    G[k, (i, j)] = Σ_l A_l[k, i] · u_l[j],
+
+A_l (n_state × n_rows), u_l (n_cols). Read as a matrix with rows (k, i) and columns j, a
+Kronecker sum of r terms is Σ_l vec(A_l) u_lᵀ: any (n_state · n_rows) × n_cols matrix of rank at
+most r, and nothing else. RTRL's step applied to it gives r + 1 terms,
+
+    M_t = J_t G_{t−1} + F_t = Σ_l (J_t A_l) ⊗ u_l + D_t ⊗ x̂_t        (rank ≤ r + 1),
+
+which is reduced back to r terms by a random matrix Z_t of rank ≤ r with E[Z_t | past] = M_t.
+
+**The reduction** (the paper's, §4 and its Appendix; the authors' code does the same steps).
+
+1. Orthonormal bases of both sides (QR, by Gram–Schmidt: :func:`orthonormalize`):
+   [vec(J A_1) … vec(J A_r) vec(D)] = Q_A R_A and [u_1 … u_r x̂] = Q_u R_u, so
+   M_t = Q_A C Q_uᵀ with the small core C = R_A R_uᵀ ((r + 1) × (r + 1)).
+2. The SVD of the core, C = X diag(σ) Yᵀ, σ_1 ≥ … ≥ σ_{r+1} ≥ 0: the singular values of M_t, and
+   M_t = Σ_c σ_c (Q_A X e_c)(Q_u Y e_c)ᵀ.
+3. The minimum-variance unbiased rank-r random matrix Z with E[Z] = diag(σ) (below), written
+   Z = K Kᵀ with K ((r + 1) × r); the new factors are column c of Q_A X K (reshaped to
+   n_state × n_rows) and of Q_u Y K. Each pair has equal norms on both sides by construction
+   (Q_A, Q_u, X, Y have orthonormal columns).
+
+**Step 3.** Let m be the smallest index with (r − m) σ_{m+1} ≤ s, s = Σ_{i>m} σ_i (m ≤ r − 1
+always: at m = r − 1 the condition reads σ_r ≤ σ_r + σ_{r+1}). The m largest singular values are
+kept exactly; the tail T = {m + 1, …, r + 1}, k + 1 values with k = r − m, is replaced by a
+matrix of rank k. Every σ_i of the tail is at most s/k, so
+
+    v_i = sqrt(1 − k σ_i / s)   (i ∈ T),    Σ_{i∈T} v_i² = (k + 1) − k = 1:
+
+v is a unit vector. Let P be the orthogonal projection of the tail's coordinates onto v^⊥
+(rank k), written with the Householder reflection H = I − 2 w wᵀ/(wᵀw), w = v + e_{r+1} (H maps
+e_{r+1} to −v, so the other k columns of H restricted to T are an orthonormal basis of v^⊥; with
+the smallest σ_{r+1}, v_{r+1}² ≥ 1/(k + 1), and wᵀw = 2 + 2 v_{r+1} ≥ 2: no cancellation). For
+independent random signs ε_i,
+
+    Z = diag(σ_1, …, σ_m) ⊕ (s/k) · diag(ε) P diag(ε).
+
+*Unbiased:* E[ε_i ε_j] = δ_ij, so E[Z_T] = (s/k) diag(P) = (s/k) diag(1 − v_i²) = diag(σ_T); the
+kept block is exact. Hence E[Z_t | past] = M_t, and by induction from G_0 = 0 (also after a
+sequence boundary) E[Σ_l A_l ⊗ u_l] = G_t: the estimate δ_tᵀ G_t of ∂ℓ_t/∂θ_rec is unbiased
+with θ frozen (δ_t does not depend on the signs).
+
+*Minimum variance:* E‖Z − M‖_F² = E‖Z‖_F² − ‖M‖_F², and here ‖Z‖_F² is the same for every
+draw, Σ_{i≤m} σ_i² + s²/k, so the added variance is
+
+    V_r(σ) = s²/k − Σ_{i∈T} σ_i².
+
+The paper proves (Theorem 1 and Appendix A there) that no random Z of rank ≤ r with E[Z] = M has
+a smaller E‖Z − M‖_F²: V_r is the minimum over all unbiased reductions to r Kronecker terms (the
+Frobenius norm of the matrix is that of G). The case m = 0 — always the case at r = 1 — is short:
+a matrix of rank ≤ r has ‖Z‖_F² ≥ ‖Z‖_*² / r (Cauchy–Schwarz on its ≤ r singular values), and by
+Jensen and the convexity of the nuclear norm E‖Z‖_*² ≥ (E‖Z‖_*)² ≥ ‖E Z‖_*² = (Σ σ_i)², so
+E‖Z‖_F² ≥ (Σ σ_i)²/r, which the construction attains. The minimum is over reductions of the
+*same* sum M_t, per step and conditional on the past (the paper's sense of "optimal").
+
+*Against KF-RTRL (r = 1):* KF-RTRL (Mujika et al. 2018) reduces a_1 ⊗ b_1 + a_2 ⊗ b_2 to
+(c_1 ρ a_1 + c_2 ρ' a_2) ⊗ (c_1 b_1/ρ + c_2 b_2/ρ') with random signs c_1, c_2: an unbiased
+reduction to one Kronecker term, so it is one of the Z above, and its added variance on the same
+M_t is at least V_1(σ) = 2 σ_1 σ_2 (with its balanced scales it is
+(‖a_1‖‖b_1‖ + ‖a_2‖‖b_2‖)² − ‖M‖_F² ≥ ‖M‖_*² − ‖M‖_F² = 2 σ_1 σ_2, by the triangle inequality
+for the nuclear norm). Measured over whole trajectories in tests/test_ok.py.
+
+**Zero norms.** At the start and after a reset A = 0 and u = 0: a term that is zero, or
+dependent on the previous ones, gets a zero column of Q and a zero row of R (no division by
+zero), the SVD gives σ = 0 there, and a tail with s = 0 gets weight s/k = 0 with v any unit
+vector: no NaN, and still Q R = the stacked factors, so unbiased. A sum of rank ≤ r is reproduced
+without noise (σ_{r+1} = 0 gives v = e_{r+1}, P = diag(1, …, 1, 0): the signs cancel); so with
+r ≥ n_cols (a tiny model) every step is exact and OK is RTRL.
+
+**The gradient** of ℓ_t read off the estimate (δ_t carries the 1/B of the mean loss):
+
+    δ_tᵀ G_t = Σ_b Σ_l (A_{l,b}ᵀ δ_b) ⊗ u_{l,b},  an n_rows × n_cols matrix,
+
+placed into θ_rec by the inverse of ``kron_index`` (computed once); the readout part is the exact
+∂ℓ_t/∂θ_out.
+
+**Cost** per step and stream: J_t A_l for the r terms (n_rows tangents each: one product with the
+dense J_t when the model has ``state_jacobian``, otherwise one ``jvp_state`` with r · n_rows
+tangents), O(r n³) for ``rnn`` and ``lstm``; the Gram–Schmidt of both sides O(r² n²), the
+(r + 1) × (r + 1) SVD O(r³), the new factors O(r² n²), the gradient O(r n²). Memory
+r (n_state · n_rows + n_cols) per stream, O(r n²).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from gradflow import (
+    JVP_STATE,
+    PARAM_KRON_FACTORS,
+    STATE_JACOBIAN,
+    Estimator,
+    EstimatorOptions,
+    Model,
+    PerStream,
+    StepRecord,
+)
+
+Array = Any
+
+
+class OKOptions(EstimatorOptions):
+    """Options of ``ok``."""
+
+    rank: int = Field(
+        1, ge=1,
+        description="r, the number of Kronecker products kept per stream: cost O(r n³) per step, "
+        "memory O(r n²) per stream, variance decreasing with r (the paper trains with r = 8-16)",
+    )
+
+
+def optimal_reduction(xp: Any, sigma: Array, signs: Array | None, rank: int) -> Array:
+    """The minimum-variance unbiased reduction of diag(σ) to rank ``rank`` (module docstring,
+    step 3): K of shape (B, q, rank) with Z = K Kᵀ, E[Z] = diag(σ) over the signs.
+
+    ``sigma`` (B, q): non-negative, in descending order (an SVD's). ``signs`` (B, q): independent
+    ±1 (unused, and may be ``None``, when q ≤ rank: then Z = diag(σ) exactly). q ≤ rank + 1.
+    """
+    q = int(sigma.shape[1])
+    if q <= rank:  # nothing to reduce: K = [diag(sqrt σ) | 0]
+        return xp.eye(q, rank, dtype=sigma.dtype)[None, :, :] * xp.sqrt(sigma)[:, :, None]
+    if q != rank + 1:
+        raise ValueError(f"optimal_reduction reduces rank + 1 = {rank + 1} values, got {q}")
+    dtype = sigma.dtype
+    r = rank
+    room = xp.arange(r, -1, -1, dtype=dtype)  # r − m for m = 0 … r (0-based index m)
+    tail = xp.flip(xp.cumulative_sum(xp.flip(sigma, axis=1), axis=1), axis=1)  # Σ_{j≥m} σ_j
+    ok = (room * sigma <= tail) | (room <= 1.0)  # the last two always (σ_r ≤ σ_r + σ_{r+1})
+    kept = xp.cumulative_sum(xp.astype(ok, dtype), axis=1) == 0  # before the first ok index
+    k = r - xp.sum(xp.astype(kept, dtype), axis=1, keepdims=True)  # (B, 1), 1 ≤ k ≤ r
+    s = xp.sum(xp.where(kept, xp.zeros_like(sigma), sigma), axis=1, keepdims=True)
+    live = s > 0.0
+    s_safe = xp.where(live, s, xp.ones_like(s))
+    share = xp.where(live, s / k, xp.zeros_like(s))  # s/k, the tail's singular value in Z
+    v_sq = xp.where(kept, xp.zeros_like(sigma), xp.clip(1.0 - k * sigma / s_safe, 0.0, None))
+    v = xp.sqrt(v_sq / xp.sum(v_sq, axis=1, keepdims=True))  # unit (normalised for rounding)
+    last = xp.astype(xp.arange(q) == r, dtype)  # e_{r+1}
+    w = v + last
+    eye = xp.eye(q, dtype=dtype)
+    house = eye - (2.0 / xp.sum(w * w, axis=1))[:, None, None] * (w[:, :, None] * w[:, None, :])
+    lam = xp.where(kept, sigma, share)  # the singular values of Z, column by column
+    return (signs[:, :, None] * house[:, :, :r]) * xp.sqrt(lam[:, None, :r])
+
+
+def orthonormalize(xp: Any, m: Array) -> tuple[Array, Array]:
+    """Q (B, N, c) and upper triangular R (B, c, c) with Q R = M for M (B, N, c) (c small):
+    classical Gram–Schmidt applied twice, column by column ("twice is enough": orthogonal to
+    rounding; Giraud, Langou & Rozložník 2005). A column that is — to rounding, 2⁻⁴⁰ of its norm
+    — in the span of the previous ones gets a zero column of Q and a zero diagonal entry of R
+    (A = 0 at the start, or fewer independent terms than columns): no division by zero, and
+    Q R = M to rounding still. Matrix products over N only: for c ≪ N much cheaper than a
+    Householder QR (numpy's ``qr`` of a 65536 × 2 matrix takes 1.4 ms, this 0.1 ms)."""
+    cols: list[Array] = []
+    rows: list[Array] = []
+    batch, _, c = (int(s) for s in m.shape)
+    zero = xp.zeros((batch, 1), dtype=m.dtype)
+    for j in range(c):
+        a = m[:, :, j]
+        size = xp.sqrt(xp.sum(a * a, axis=1, keepdims=True))
+        coef = []
+        if cols:
+            q = xp.stack(cols, axis=2)  # (B, N, j)
+            h = (a[:, None, :] @ q)[:, 0, :]  # (B, j)
+            a = a - (q @ h[:, :, None])[:, :, 0]
+            again = (a[:, None, :] @ q)[:, 0, :]
+            a = a - (q @ again[:, :, None])[:, :, 0]
+            coef = [h + again]
+        norm = xp.sqrt(xp.sum(a * a, axis=1, keepdims=True))  # (B, 1)
+        live = norm > size * 2.0**-40
+        norm = xp.where(live, norm, zero)
+        cols.append(a * xp.where(live, 1.0 / xp.where(live, norm, zero + 1.0), zero))
+        rows.append(xp.concat([*coef, norm, *([xp.zeros((batch, c - j - 1), dtype=m.dtype)]
+                                              if j < c - 1 else [])], axis=1))
+    # rows[j] is column j of R: R[i, j] for i ≤ j
+    return xp.stack(cols, axis=2), xp.stack(rows, axis=2)
+
+
+def inverse_kron_index(model: Model) -> Array:
+    """θ_rec's order of a row-major flattened W (n_rows × n_cols): ``take(vec(W), order)`` has
+    W[i, j] at position kron_index[i, j]. Checks that kron_index holds each recurrent parameter
+    once."""
+    index = np.asarray(model.kron_index())
+    flat = index.reshape(-1)
+    p = model.layout.n_rec
+    if index.ndim != 2 or flat.size != p or not np.array_equal(np.sort(flat), np.arange(p)):
+        raise ValueError(f"model {model.name!r}: kron_index() must hold each of its {p} "
+                         f"recurrent parameters once, got an array of shape {index.shape}")
+    return model.backend.asarray(np.argsort(flat).astype(np.int64))
+
+
+class OK(Estimator):
+    name = "ok"
+    description = ("OK (Benzing et al. 2019): unbiased minimum-variance sum of r Kronecker "
+                   "products for ∂h/∂θ, O(r n³)/step, O(r n²) memory")
+    Options = OKOptions
+    requires = frozenset({PARAM_KRON_FACTORS, JVP_STATE})
+    kind = "unbiased"
+    stochastic = True
+
+    def __init__(self, model: Model, options: OKOptions) -> None:
+        super().__init__(model, options)
+        self.rank = int(options.rank)
+        self.n_rows, self.n_cols = (int(s) for s in np.shape(model.kron_index()))
+        #: θ_rec = take(vec(W), order) for a W-shaped matrix
+        self._order = inverse_kron_index(model)
+        self._dense_jacobian = model.has(STATE_JACOBIAN)
+
+    def state_fields(self) -> list[PerStream]:
+        """A (B, r, n_state, n_rows) and u (B, r, n_cols), zero at the start and when a stream
+        starts a new sequence (G_0 = 0)."""
+        r = self.rank
+        return [PerStream("A", (r, self.model.n_state, self.n_rows)),
+                PerStream("u", (r, self.n_cols))]
+
+    def setup_workspace(self) -> None:
+        #: A_{l,b}ᵀ δ_b (B, r, n_rows) and u (B, r, n_cols) of the last step (stream_estimates)
+        self._last: tuple[Array, Array] | None = None
+
+    def _propagate(self, theta: Array, cache: dict[str, Array], a: Array) -> Array:
+        """J_t A_l for every l, (B, r, n, n_rows), a new array."""
+        xp, model = self.xp, self.model
+        if self._dense_jacobian:
+            return model.state_jacobian(theta, cache)[:, None, :, :] @ a
+        batch, r, n, rows = (int(s) for s in a.shape)
+        v = xp.reshape(xp.permute_dims(a, (0, 2, 1, 3)), (batch, n, r * rows))
+        jv = xp.reshape(model.jvp_state(theta, cache, v), (batch, n, r, rows))
+        return xp.permute_dims(jv, (0, 2, 1, 3))
+
+    def step(self, record: StepRecord) -> Array:
+        xp, model, state = self.xp, self.model, self.state
+        theta, cache = record.theta, record.cache
+        batch, r = self.batch, self.rank
+        n, rows, cols = self.model.n_state, self.n_rows, self.n_cols
+        D, xhat = model.param_kron_factors(theta, cache)  # (B, n, n_rows), (B, n_cols)
+        ja = self._propagate(theta, cache, state.A)
+        # the r + 1 terms' factors, one per row: left vec(J A_l), vec(D); right u_l, x̂
+        left = xp.concat([xp.reshape(ja, (batch, r, n * rows)),
+                          xp.reshape(D, (batch, 1, n * rows))], axis=1)
+        right = xp.concat([state.u, xhat[:, None, :]], axis=1)
+        q_a, r_a = orthonormalize(xp, left.mT)  # (B, n·n_rows, r + 1), (B, r + 1, r + 1)
+        q_u, r_u = orthonormalize(xp, right.mT)  # (B, n_cols, r + 1), (B, r + 1, r + 1)
+        x, sigma, yh = xp.linalg.svd(r_a @ r_u.mT)  # the core's SVD, σ descending
+        signs = self.rng.signs(tuple(sigma.shape), self.dtype)  # (B, r + 1)
+        k = optimal_reduction(xp, sigma, signs, r)  # (B, r + 1, r): Z = K Kᵀ
+        a_new = q_a @ (x @ k)  # (B, n·n_rows, r)
+        u_new = q_u @ (yh.mT @ k)  # (B, n_cols, r)
+        state.A = xp.reshape(a_new.mT, (batch, r, n, rows))
+        state.u = xp.reshape(u_new.mT, (batch, r, cols))
+        coef = (record.delta[:, None, None, :] @ state.A)[:, :, 0, :]  # A_lᵀ δ_b, (B, r, n_rows)
+        self._last = (coef, state.u)
+        grad = xp.reshape(coef, (batch * r, rows)).mT @ xp.reshape(state.u, (batch * r, cols))
+        return self.fill_direction(xp.take(xp.reshape(grad, (-1,)), self._order, axis=0),
+                                   record.grad_out)
+
+    def stream_estimates(self) -> Array | None:
+        """Σ_l (A_{l,b}ᵀ δ_b) ⊗ u_{l,b} for each stream b, (B, P_rec): each stream draws its own
+        signs, so the streams are independent."""
+        if self._last is None:
+            return None
+        xp = self.xp
+        coef, u = self._last
+        per_stream = coef.mT @ u  # (B, n_rows, n_cols)
+        return xp.take(xp.reshape(per_stream, (int(u.shape[0]), -1)), self._order, axis=1)
