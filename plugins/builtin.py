@@ -17,6 +17,7 @@ from gradflow_plugins.estimators.r_kf_rtrl import ReverseKFRTRL
 from gradflow_plugins.estimators.readout_only import ReadoutOnly
 from gradflow_plugins.estimators.rflo import RFLO
 from gradflow_plugins.estimators.rtrl import RTRL
+from gradflow_plugins.estimators.snap import SnAp
 from gradflow_plugins.estimators.tbptt import TBPTT
 from gradflow_plugins.estimators.uoro import UORO
 from gradflow_plugins.loggers.mlflow import MLflowLogger
@@ -36,7 +37,7 @@ import gradflow
 
 ESTIMATORS: tuple[type[gradflow.Estimator], ...] = (
     RTRL, TBPTT, BPTT, ReadoutOnly, UORO, NoBackTrack, KalmanNoBackTrack, KFRTRL, ReverseKFRTRL,
-    RFLO, EProp, OK,
+    RFLO, EProp, OK, SnAp,
 )
 MODELS: tuple[type[gradflow.Model], ...] = (RNN, GRU, LSTM, Influence)
 LOGGERS: tuple[type[gradflow.Logger], ...] = (TensorBoardLogger, MLflowLogger)
