@@ -113,7 +113,7 @@ def test_snap_on_influence_is_rtrl(order: int) -> None:
     """``influence`` declares no units: one unit holds everything, and SnAp is RTRL."""
     model = _model("influence")
     est = gradflow.create_estimator("snap", model, n=order)
-    assert est.n_rows == model.n_state and est.mode == "matmul"
+    assert est.n_rows == model.n_state and est.mode == "full"
     report = check_estimator("snap", model, options={"n": order}, steps=20, kind="exact")
     assert report["max_rel_error"] < 1e-9
 
@@ -174,12 +174,31 @@ def test_pattern_rows_and_modes() -> None:
     rows, valid = pattern_rows(coords, pattern, 1)
     assert rows.tolist() == coords.tolist() and valid.all()
     expected = {"rnn": (1, "scale", True), "gru": (1, "scale", True),
-                "lstm": (2, "elementwise", False), "influence": (23, "matmul", False)}
+                "lstm": (2, "elementwise", False), "influence": (23, "full", False)}
     for name, (K, mode, lazy) in expected.items():
         est = gradflow.create_estimator("snap", _model(name))
         assert (est.n_rows, est.mode, est.lazy) == (K, mode, lazy), name
         est.start(2)
         assert tuple(est.state.G.shape) == (2, K, est.layout.n_rec)
+
+
+@pytest.mark.parametrize("density", [1.0, 0.3])
+def test_snap2_without_rtrls_primitives(density: float) -> None:
+    """Without ``param_jacobian_accumulate`` a dense pattern takes the per-unit products (K = n,
+    own coordinates first), and without ``state_jacobian`` J_t comes from ``jvp_state`` on the
+    identity: the same numbers."""
+    model = _model("rnn", density=density)
+    rng = np.random.default_rng(4)
+    inputs, targets = rng.normal(size=(12, 2, 3)), rng.normal(size=(12, 2, 2))
+    theta = model.init_params(0)
+    est = gradflow.create_estimator("snap", model, n=2)
+    want = gradflow.frozen_gradients(model, est, theta, inputs, targets)
+    for lacks in ([gradflow.PARAM_JACOBIAN_ACCUMULATE], [gradflow.STATE_JACOBIAN]):
+        bare = without(model, *lacks)
+        other = gradflow.create_estimator("snap", bare, n=2)
+        assert other.mode == "matmul"
+        got = gradflow.frozen_gradients(bare, other, theta, inputs, targets)
+        assert rel_err(got, want) < 1e-12
 
 
 def test_snap2_needs_the_dense_jacobian() -> None:

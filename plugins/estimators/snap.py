@@ -44,8 +44,12 @@ broadcasting, never by a gather of P indices:
   lazy scale (a model that implements ``param_jacobian_units_accumulate`` itself, or
   ``lazy_scale = False``): G ← Jsub ⊙ G in place, one operation a block;
 * K = 2 (n = 1 on ``lstm``): the 2 × 2 product written out elementwise into a second buffer;
-* K > 2 (n = 2, or a model whose unit is large, like ``influence``'s single unit): one batched
-  matrix product a block, (K × K) times (K × width) for every unit, into a second buffer.
+* K > 2 (n = 2 on a sparse network): one batched matrix product a block, (K × K) times
+  (K × width) for every unit, into a second buffer;
+* every unit reaching every coordinate (n = 2 on a dense network; a model with one unit, like
+  ``influence``): SnAp-n is RTRL, and with RTRL's structured primitives (``state_jacobian``,
+  ``param_jacobian_accumulate``) the step is RTRL's, G_t = J_t G_{t−1} + F_t as one product per
+  stream, G in the coordinates' order (not the units' own first).
 
 Then F_t is added in place on the unit rows, and the gradient is formed block by block into the
 returned direction (the elementwise products of the per-unit δ with the rows; for K > 2 a (1 × K)
@@ -71,6 +75,7 @@ from pydantic import Field
 
 from gradflow import (
     JVP_STATE,
+    PARAM_JACOBIAN_ACCUMULATE,
     PARAM_JACOBIAN_UNITS_ACCUMULATE,
     STATE_JACOBIAN,
     STATE_JACOBIAN_BLOCKS,
@@ -146,10 +151,16 @@ class SnAp(Estimator):
             raise ValueError(f"model {model.name!r}: units(): {'; '.join(problems)}")
         self.units = units
         self.rows, self.valid = pattern_rows(units.coords, model.jacobian_pattern(), self.order)
-        K = self.n_rows
+        K, n = self.n_rows, model.n_state
+        #: every unit reaches every coordinate: SnAp-n is RTRL, and with RTRL's structured
+        #: primitives the step is RTRL's, one product per stream (G in the coordinates' order)
+        self.full = (K == n and bool(self.valid.all()) and model.has(STATE_JACOBIAN)
+                     and model.has(PARAM_JACOBIAN_ACCUMULATE))
+        if self.full:
+            self.rows = np.broadcast_to(np.arange(n), (units.n_units, n)).copy()
         #: the rows are the units' coordinates: Jsub is state_jacobian_blocks (n = 1 always)
         self.from_blocks = K == units.size and bool(np.array_equal(self.rows, units.coords))
-        self.dense_j = not self.from_blocks
+        self.dense_j = not (self.from_blocks or self.full)
         if self.dense_j and not (model.has(STATE_JACOBIAN) or model.has(JVP_STATE)):
             raise CapabilityError(f"estimator 'snap' with n = 2 needs the dense J_t of model "
                                   f"{model.name!r}: it provides neither 'state_jacobian' nor "
@@ -162,7 +173,6 @@ class SnAp(Estimator):
         self._unit_of_coord = (None if np.array_equal(coords, np.arange(len(coords))) else
                                backend.asarray(np.argsort(coords)))
         if self.dense_j:
-            n = model.n_state
             pairs = self.rows[:, :, None] * n + self.rows[:, None, :]
             self._pair_index = backend.asarray(pairs.reshape(-1))
             self._pair_valid = backend.asarray(
@@ -182,9 +192,11 @@ class SnAp(Estimator):
 
     @property
     def mode(self) -> str:
-        """How the step applies Jsub: ``"scale"`` (K = 1), ``"elementwise"`` (K ≤
-        :data:`ELEMENTWISE_K`) or ``"matmul"``."""
+        """How the step applies Jsub: ``"full"`` (RTRL's product, :attr:`full`), ``"scale"``
+        (K = 1), ``"elementwise"`` (K ≤ :data:`ELEMENTWISE_K`) or ``"matmul"``."""
         K = self.n_rows
+        if self.full and K > 1:
+            return "full"
         return "scale" if K == 1 else "elementwise" if K <= ELEMENTWISE_K else "matmul"
 
     # -- state -------------------------------------------------------------------------------
@@ -243,12 +255,14 @@ class SnAp(Estimator):
     def step(self, record: StepRecord) -> Array:
         xp, model = self.xp, self.model
         theta, cache = record.theta, record.cache
+        mode = self.mode
+        if mode == "full":
+            return self._full_step(record)
         jsub = self._jacobian(theta, cache)  # (B, n_units, K, K)
         batch, n_units, K = (int(s) for s in jsub.shape[:3])
-        old = self._views[self._cur]
-        mode = self.mode
         if self._lazy:  # σ ← Jsub σ; Ĝ ← Ĝ + F_t / σ
             return self._lazy_step(record, jsub)
+        old = self._views[self._cur]
         if mode == "scale":  # G ← Jsub ⊙ G in place
             coef = xp.reshape(jsub, (batch, 1, 1, n_units, 1))
             for view in old:
@@ -276,6 +290,23 @@ class SnAp(Estimator):
         G = self.state.G
         model.param_jacobian_units_accumulate(theta, cache, G[:, :self.units.size, :])
         return self._direction_from(record, G)
+
+    def _full_step(self, record: StepRecord) -> Array:
+        """G_t = J_t G_{t−1} + F_t (one product per stream into the free buffer, F_t added where
+        it is non-zero), g_t,rec = Σ_b δ_bᵀ G_t,b (one product over the B·n rows): RTRL."""
+        xp, model = self.xp, self.model
+        theta, cache = record.theta, record.cache
+        new_index = 1 - self._cur
+        G = self._buffers[new_index]
+        matmul_into(xp, model.state_jacobian(theta, cache), self.state.G, G)
+        model.param_jacobian_accumulate(theta, cache, G)
+        self._cur, self.state.G = new_index, G
+        batch, n, p = (int(s) for s in G.shape)
+        buf = self.direction_buffer()
+        matmul_into(xp, xp.reshape(record.delta, (1, batch * n)), xp.reshape(G, (batch * n, p)),
+                    xp.reshape(buf[:p], (1, p)))
+        buf[p:] = record.grad_out
+        return buf
 
     def _lazy_step(self, record: StepRecord, jsub: Array) -> Array:
         """K = 1 with G = σ ⊙ Ĝ (module docstring)."""
