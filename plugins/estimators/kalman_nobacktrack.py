@@ -44,6 +44,10 @@ the update, in a buffer allocated once: it preconditions this step's direction (
 place in the direction buffer) and gives the metric of the next step (J_θ does not change in
 between). The three are one pass over ĝ, J_θ and (J_θ + λ)⁻¹, block by block
 (:mod:`gradflow.contracts.blocking`).
+
+**Rank r** (option ``rank``): r independent chains per stream, averaged into ĝ_t (variance ÷ r,
+cost × r; :mod:`~gradflow_plugins.estimators.rank_one`). The filter is the same: J_h from the
+step's δ_t, its metric shared by a stream's r chains, J_θ from the averaged ĝ_t.
 """
 
 from __future__ import annotations
@@ -170,21 +174,23 @@ class KalmanNoBackTrack(NoBackTrack):
         self._refresh_state_metric()
 
     def _refresh_state_metric(self) -> None:
-        """M_h = J_h + κ · mean_k J_h per stream, (B, n): the state metric of the norms."""
+        """M_h = J_h + κ · mean_k J_h per stream, (B, n): the state metric of the norms (and its
+        rows repeated for the r chains of each stream, (B·r, n))."""
         j_h = self.state.J_h
         if self.state_floor == 0.0:
             self._metric_h = j_h
         else:
             self._metric_h = j_h + self.state_floor * self.xp.mean(j_h, axis=-1, keepdims=True)
+        self._metric_chains = self.spread(self._metric_h)
 
     def inv_param_metric(self) -> Array | None:
         return self._inv[..., : self.layout.n_rec]
 
     def unit_sqnorms(self) -> Array:
-        return self._metric_h
+        return self._metric_chains
 
     def state_sqnorm(self, v: Array) -> Array:
-        return self.xp.sum(self._metric_h * (v * v), axis=-1, keepdims=True)
+        return self.xp.sum(self._metric_chains * (v * v), axis=-1, keepdims=True)
 
     def param_sqnorm(self, w: Array) -> Array:
         """Σ_j w_bj² / (J_θ,j + λ) per stream, (B, 1): dot products of w_b with w_b ⊙ inv, in

@@ -25,7 +25,12 @@ the n factors gives; UORO's single factor cannot adapt to rows of different size
 
 Norms are Euclidean here; :mod:`~gradflow_plugins.estimators.kalman_nobacktrack` takes them in the
 metrics of its filter by overriding the metric hooks (:meth:`NoBackTrack.inv_param_metric`,
-:meth:`NoBackTrack.unit_sqnorms`) and the norms of :class:`RankOneEstimator`.
+:meth:`NoBackTrack.unit_sqnorms`, :meth:`NoBackTrack.row_sqnorms`) and the norms of
+:class:`RankOneEstimator`.
+
+Option ``rank`` r: r independent chains per stream, averaged (variance ÷ r, cost × r; see
+:mod:`~gradflow_plugins.estimators.rank_one`): each chain draws its own n signs ε_k and has its
+own ρ̄; the ρ_k, which depend on F_t only, are the same for the r chains.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ Array = Any
 
 
 class NoBackTrackOptions(RankOneOptions):
-    """Options of ``nobacktrack`` (only ε)."""
+    """Options of ``nobacktrack``: ε and the rank r."""
 
 
 class NoBackTrack(RankOneEstimator):
@@ -69,10 +74,14 @@ class NoBackTrack(RankOneEstimator):
         """|e_k|² for each state coordinate: a (B, n) array, or a number shared by all."""
         return 1.0
 
+    def row_sqnorms(self, record: StepRecord) -> Array:
+        """|F_t[k, :]|² in the parameter metric for each state coordinate k, (B, n): the model's
+        ``param_row_sqnorms`` with :meth:`inv_param_metric`."""
+        return self.model.param_row_sqnorms(record.theta, record.cache, self.inv_param_metric())
+
     # -- the fresh pair ----------------------------------------------------------------------
     def fresh(self, record: StepRecord) -> Fresh:
-        row_sq = self.model.param_row_sqnorms(record.theta, record.cache,
-                                              self.inv_param_metric())
+        row_sq = self.row_sqnorms(record)
         rho = balance(self.xp, row_sq, self.unit_sqnorms(), self.eps)  # ρ_k, (B, n)
         signs = self.rng.signs(tuple(row_sq.shape), self.dtype)
         # b = Σ_k ε_k F_t[k, :] / ρ_k = uᵀ F_t with u = ε / ρ: added into w̃ by the model

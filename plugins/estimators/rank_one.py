@@ -22,6 +22,22 @@ The gradient estimate of step t is then g_t = [Σ_b (δ_t,b · ṽ_b) w̃_b, ∂
 estimate of ∂ℓ_t/∂θ (δ_t already carries the 1/B of the mean loss). Memory n + P_rec per stream;
 cost per step one JVP in the state, one VJP and O(n + P) vector work — no n × P_rec array.
 
+**Rank r** (option ``rank``). r independent chains (ṽ_i, w̃_i), i = 1..r, per stream, each updated
+as above with its own signs, and the estimate is their mean,
+
+    g_t = [Σ_b (1/r) Σ_i (δ_t,b · ṽ_b,i) w̃_b,i, ∂ℓ_t/∂θ_out].
+
+Each chain is unbiased, so the mean is; the chains are independent given the trajectory, so the
+variance of the recurrent part is that of one chain divided by r (what the balancing ρ's minimise
+is unchanged: each chain balances its own pair). Cost and state: r times the rank-one ones. The
+state gets a rank axis only when r > 1 (``v`` (B, r, n), ``w`` (B, r, P_rec), ``w_scale``
+(B, r, 1)); at r = 1 it is exactly the published algorithm, same numbers and same state. The
+chains are run as B·r streams of the same step (:meth:`RankOneEstimator.spread`: the forward
+cache and δ_t repeated r times, δ_t / r, so that the coefficients already carry the mean): one
+JVP and one VJP over B·r streams, and every fast path below — σ kept on the side, the direction
+by its factors (B·r rows), replicated runs — serves the chains unchanged. The hooks (:meth:`fresh`,
+the norms) then see B·r streams; :meth:`before_step` sees the step's own record.
+
 Subclasses supply the fresh pair (:meth:`RankOneEstimator.fresh`) and, for metric-weighted versions,
 the norms (:meth:`~RankOneEstimator.state_sqnorm`, :meth:`~RankOneEstimator.param_sqnorm`), a hook
 run first in every step (:meth:`~RankOneEstimator.before_step`) and the post-processing of the
@@ -52,6 +68,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from array_api_compat import is_numpy_array
@@ -65,6 +82,7 @@ from gradflow import (
     EstimatorOptions,
     FactoredDirection,
     PerStream,
+    ShapeError,
     StepRecord,
     block_size,
     blocks,
@@ -84,6 +102,11 @@ class RankOneOptions(EstimatorOptions):
         1e-7, gt=0.0,
         description="ε added to both norms of every ratio ρ = sqrt((|w| + ε)/(|v| + ε)): keeps ρ "
         "finite and non-zero when a factor vanishes (zero state, saturated units)",
+    )
+    rank: int = Field(
+        1, ge=1,
+        description="r: independent rank-one estimates per stream, averaged: the variance "
+        "divided by r at r times the cost and state (1: the algorithm as published)",
     )
 
 
@@ -107,7 +130,8 @@ class RankOneEstimator(Estimator):
 
     State: ``v`` (B, n) and ``w`` (B, P_rec), both zero at the start and when a stream starts a
     new sequence (h_0 does not depend on θ), and ``w_scale`` σ (B, 1), one there: the parameter
-    factor is w̃ = σ w (module docstring).
+    factor is w̃ = σ w (module docstring). With ``rank`` r > 1 each has a rank axis after the
+    streams: (B, r, n), (B, r, P_rec), (B, r, 1).
     """
 
     requires = frozenset({JVP_STATE, VJP})
@@ -120,10 +144,20 @@ class RankOneEstimator(Estimator):
     def __init__(self, model: Any, options: RankOneOptions) -> None:
         super().__init__(model, options)
         self.eps = float(options.eps)
+        #: r, the number of independent chains per stream (module docstring)
+        self.rank = int(getattr(options, "rank", 1))
+        #: whether σ may be kept on the side (a subclass whose own step needs w̃ = w says no)
+        self.keeps_scale = True
 
     def state_fields(self) -> list[PerStream]:
-        return [PerStream("v", (self.model.n_state,)), PerStream("w", (self.layout.n_rec,)),
-                PerStream("w_scale", (1,), fill=1.0)]
+        return self.pair_fields()
+
+    def pair_fields(self, reset: bool = True) -> list[PerStream]:
+        """ṽ, w̃ (as w and σ) per stream, with a rank axis when r > 1."""
+        r = () if self.rank == 1 else (self.rank,)
+        return [PerStream("v", (*r, self.model.n_state), reset=reset),
+                PerStream("w", (*r, self.layout.n_rec), reset=reset),
+                PerStream("w_scale", (*r, 1), fill=1.0, reset=reset)]
 
     def setup_workspace(self) -> None:
         #: (δ_t,b · ṽ_b) σ_b of the last step, the coefficient of w (stream_estimates)
@@ -138,7 +172,7 @@ class RankOneEstimator(Estimator):
         #: σ is kept (folded only when out of range) on NumPy above ``lazy_scale_min`` numbers
         #: of P_rec; elsewhere σ is 1 and w̃ = w is scaled in the model's pass (module docstring)
         least = block_size(self.xp) if self.lazy_scale_min is None else self.lazy_scale_min
-        self._lazy = (self.layout.n_rec > least
+        self._lazy = (self.keeps_scale and self.layout.n_rec > least
                       and is_numpy_array(self.xp.zeros((0,), dtype=self.dtype)))
         if not self._lazy and not bool(self.xp.all(self.state.w_scale == 1.0)):
             self.state.w *= self.state.w_scale  # a state kept with σ (a checkpoint) continues
@@ -169,10 +203,79 @@ class RankOneEstimator(Estimator):
         ``direction`` is the estimator's buffer). Default: ĝ_t."""
         return direction
 
+    # -- rank r: the chains as B·r streams ---------------------------------------------------
+    def spread(self, x: Array) -> Array:
+        """A per-stream array (…, B, …) as (…, B·r, …): each stream's row repeated r times (the
+        leading axes ``lead`` of replicated runs stay in front). ``x`` itself at r = 1."""
+        r = self.rank
+        if r == 1:
+            return x
+        xp, axis = self.xp, len(self.lead)
+        shape = tuple(x.shape)
+        wide = xp.broadcast_to(xp.expand_dims(x, axis=axis + 1),
+                               (*shape[:axis + 1], r, *shape[axis + 1:]))
+        return xp.reshape(wide, (*shape[:axis], shape[axis] * r, *shape[axis + 1:]))
+
+    def spread_record(self, record: StepRecord) -> StepRecord:
+        """The step as the B·r streams of the chains see it: every cache array and δ_t repeated
+        r times, δ_t (and ∂ℓ/∂ŷ) divided by r, so that the coefficients (δ · ṽ_i) of the r chains
+        of a stream sum to their mean. ``record`` itself at r = 1."""
+        if self.rank == 1:
+            return record
+        inv = 1.0 / self.rank
+        return StepRecord(theta=record.theta, cache=self.spread_cache(record.cache),
+                          delta=self.spread(record.delta) * inv, grad_out=record.grad_out,
+                          dy=None if record.dy is None else self.spread(record.dy) * inv)
+
+    def spread_cache(self, cache: dict[str, Array]) -> dict[str, Array]:
+        """A forward cache for the B·r streams of the chains: every array repeated r times along
+        the streams' axis (``cache`` itself at r = 1)."""
+        if self.rank == 1:
+            return cache
+        axis, batch = len(self.lead), self.batch
+        out = {}
+        for key, value in cache.items():
+            if getattr(value, "ndim", 0) <= axis or int(value.shape[axis]) != batch:
+                raise ShapeError(f"{self._owner} with rank {self.rank} runs its chains as "
+                                 f"{batch}·{self.rank} streams, but model "
+                                 f"{self.model.name!r}'s cache entry {key!r} (shape "
+                                 f"{tuple(getattr(value, 'shape', ()))}) has no axis of the "
+                                 f"{batch} streams")
+            out[key] = self.spread(value)
+        return out
+
+    def _chains(self) -> SimpleNamespace:
+        """v, w, w_scale of the state as (…, B·r, k) arrays (views of the state's)."""
+        xp, state = self.xp, self.state
+        out = SimpleNamespace()
+        for name in ("v", "w", "w_scale"):
+            x = getattr(state, name)
+            shape = tuple(x.shape)
+            setattr(out, name, xp.reshape(x, (*shape[:-3], shape[-3] * shape[-2], shape[-1])))
+        return out
+
+    def _store_chains(self, chains: SimpleNamespace) -> None:
+        """The chains' arrays back into the state, with its (…, B, r, k) shapes."""
+        xp, state, r = self.xp, self.state, self.rank
+        for name in ("v", "w", "w_scale"):
+            x = getattr(chains, name)
+            shape = tuple(x.shape)
+            setattr(state, name, xp.reshape(x, (*shape[:-2], shape[-2] // r, r, shape[-1])))
+
     # -- one step ----------------------------------------------------------------------------
     def step(self, record: StepRecord) -> Array | FactoredDirection:
-        xp, model, state = self.xp, self.model, self.state
         self.before_step(record)
+        if self.rank == 1:
+            return self._advance(record, self.state)
+        chains = self._chains()
+        out = self._advance(self.spread_record(record), chains)
+        self._store_chains(chains)
+        return out
+
+    def _advance(self, record: StepRecord, state: Any) -> Array | FactoredDirection:
+        """The rank-one update of the pairs ``state.v``, ``state.w``, ``state.w_scale`` (the
+        state itself, or the chains of :meth:`_chains`) and the estimate (module docstring)."""
+        xp, model = self.xp, self.model
         v_prop = model.jvp_state(record.theta, record.cache, state.v)  # J_t ṽ, a new (B, n)
         w = state.w
         w_sq = self._w_sq if self._w_sq is not None else self.param_sqnorm(w)
@@ -182,11 +285,11 @@ class RankOneEstimator(Estimator):
             fresh = self.fresh(record)
             sigma = self._fold(w, sigma / rho)
             state.w_scale = sigma
-            self._add_fresh(record, fresh, 1.0 / sigma, None)
+            self._add_fresh(record, fresh, w, 1.0 / sigma, None)
         else:  # σ = 1: w ← w / ρ̄ + uᵀ F_t, one pass over w in the model
             rho = balance(xp, w_sq, self.state_sqnorm(v_prop), self.eps)
             fresh = self.fresh(record)
-            self._add_fresh(record, fresh, None, 1.0 / rho)
+            self._add_fresh(record, fresh, w, None, 1.0 / rho)
         v_prop *= rho
         v_prop += fresh.a
         state.v = v_prop
@@ -210,11 +313,10 @@ class RankOneEstimator(Estimator):
             self._w_sq = self.param_sqnorm(w) if self._euclidean else None
         return self.finish(buf)
 
-    def _add_fresh(self, record: StepRecord, fresh: Fresh, factor: Array | None,
+    def _add_fresh(self, record: StepRecord, fresh: Fresh, w: Array, factor: Array | None,
                    scale: Array | None) -> None:
-        """w ← w · scale + b · factor (each (B, 1) or ``None`` for 1), b = uᵀF_t through the
-        model's ``vjp_accumulate`` when the fresh pair gives its cotangent u."""
-        w = self.state.w
+        """w ← w · scale + b · factor in place (each (B, 1) or ``None`` for 1), b = uᵀF_t through
+        the model's ``vjp_accumulate`` when the fresh pair gives its cotangent u."""
         if fresh.cotangent is not None:
             u = fresh.cotangent if factor is None else fresh.cotangent * factor
             self.model.vjp_accumulate(record.theta, record.cache, u, w, state=False, scale=scale)
@@ -246,11 +348,15 @@ class RankOneEstimator(Estimator):
         return FactoredDirection(coef, w, grad_out, rec_sq)
 
     def stream_estimates(self) -> Array | None:
-        """(δ_t,b · ṽ_b) w̃_b = (δ_t,b · ṽ_b) σ_b w_b for each stream b, (B, P_rec): the streams
-        are independent."""
+        """(δ_t,b · ṽ_b) w̃_b = (δ_t,b · ṽ_b) σ_b w_b for each stream b, (B, P_rec) — with r chains
+        the mean (1/r) Σ_i (δ_t,b · ṽ_b,i) w̃_b,i: the streams are independent."""
         if self._coef is None:
             return None
-        return self._coef[..., None] * self.state.w
+        if self.rank == 1:
+            return self._coef[..., None] * self.state.w
+        w = self.state.w  # (…, B, r, P_rec); the coefficients already carry the 1/r
+        coef = self.xp.reshape(self._coef, tuple(w.shape[:-1]))
+        return self.xp.sum(coef[..., None] * w, axis=-2)
 
 
 @dataclass

@@ -39,7 +39,7 @@ Array = Any
 
 
 class UOROOptions(RankOneOptions):
-    """Options of ``uoro`` (only ε: the algorithm has no other knob)."""
+    """Options of ``uoro``: ε and the rank r."""
 
 
 class UORO(RankOneEstimator):
@@ -59,7 +59,7 @@ class UORO(RankOneEstimator):
 
     def fresh(self, record: StepRecord) -> Fresh:
         xp, model = self.xp, self.model
-        shape = tuple(self.state.v.shape)  # (B, n), (R, B, n) with replicas
+        shape = tuple(record.delta.shape)  # (B, n), (R, B, n) with replicas; B·r with r chains
         n = shape[-1]
         nu = self.rng.signs(shape, self.dtype)
         if self._cheap_norms:
