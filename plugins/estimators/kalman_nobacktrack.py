@@ -50,19 +50,18 @@ cost × r; :mod:`~gradflow_plugins.estimators.rank_one`). The filter is the same
 step's δ_t, its metric shared by a stream's r chains, J_θ from the averaged ĝ_t.
 
 **The quasi-diagonal metric** (option ``metric = "quasi-diagonal"``; Ollivier, "Riemannian metrics
-for neural networks I", arXiv 1303.0818: the quasi-diagonal outer-product metric, QDOP). A
-diagonal metric depends on how each input of a unit is coded (replacing an input x_j by x_j + c,
-the bias absorbing the shift, mixes the bias's gradient into w_j's); QDOP keeps, per unit, the
-diagonal and each incoming weight's coupling with that unit's bias — exactly the entries such a
-change mixes — and inverts that "arrow" matrix unit by unit, which makes the step invariant under
-these changes (up to the damping λ). A unit here is a row i of the model's Kronecker weight matrix W
-(``param_kron_factors`` / ``kron_index``: F_t[k, W_ij] = D[k, i] x̂_j, rows the pre-activations,
-columns the inputs): its incoming weights are W_ij, its bias the last column, whose input x̂ must
-be the constant 1 (checked on random inputs when the estimator is created; a model without the
-primitive, or whose last input is not 1, is refused with a one-line error). Information kept:
-J_θ as above, and per weight the coupling C_ij ← (1 − γ_t) C_ij + γ_t ĝ_ij ĝ_i0 (state
-``J_cross`` (P_rec,), θ_rec's order, 0 on the biases). Per unit i, with D_j = J_θ,ij + λ
-(weights), a = J_θ,i0 + λ (bias), c_j = C_ij:
+for neural networks I", arXiv 1303.0818: the quasi-diagonal outer-product metric, QDOP). A diagonal
+metric depends on how each input of a unit is coded (replacing an input x_j by x_j + c, the bias
+absorbing the shift, mixes the bias's gradient into w_j's); QDOP keeps, per unit, the diagonal and
+each incoming weight's coupling with that unit's bias — exactly the entries such a change mixes —
+and inverts that "arrow" matrix unit by unit. A unit here is a row i of the model's Kronecker weight
+matrix W (``param_kron_factors`` / ``kron_index``: F_t[k, W_ij] = D[k, i] x̂_j, rows the
+pre-activations, columns the inputs): its incoming weights are W_ij, its bias the last column, whose
+input x̂ must be the constant 1 (checked on random inputs when the estimator is created; a model
+without the primitive, or whose last input is not 1, is refused with a one-line error). Information
+kept: J_θ as above, and per weight the coupling C_ij ← (1 − γ_t) C_ij + γ_t ĝ_ij ĝ_i0 (state
+``J_cross`` (P_rec,), θ_rec's order, 0 on the biases). Per unit i, with D_j = J_θ,ij + λ (weights),
+a = J_θ,i0 + λ (bias), c_j = C_ij:
 
     M_i = [[a, cᵀ], [c, diag(D)]],   s = a − Σ_j c_j² / D_j   (floored at λ: see below),
     M_i⁻¹ z:  x_0 = (z_0 − Σ_j c_j z_j / D_j) / s,   x_j = z_j / D_j − (c_j / D_j) x_0,
@@ -79,6 +78,8 @@ entries are dropped), so s is floored at λ — the value it has at least whenev
 quasi-diagonal information is positive semi-definite —, i.e. the bias's diagonal entry is raised
 to λ + Σ_j c_j² / D_j where needed: the metric stays positive definite and ‖M⁻¹‖ bounded. Cost:
 O(P) per step more (gathers into W's order, and the Kronecker factors of F_t); memory P_rec more.
+Measured on ``add`` it does not train (the Schur complement is floored on every unit: the arrow
+matrix of these statistics is far from positive definite; docs/estimators/kalman-nobacktrack.md).
 """
 
 from __future__ import annotations

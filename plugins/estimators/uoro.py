@@ -24,10 +24,11 @@ added straight into w̃; otherwise δθ is formed once, measured and scaled.
 **Rank r** (option ``rank``): r independent chains per stream, each with its own ν, averaged:
 variance ÷ r at r times the cost (:mod:`~gradflow_plugins.estimators.rank_one`).
 
-**Truncation window** (option ``window`` = T; the authors' code, Tallec & Ollivier, trains this
-way): backpropagation through time inside windows of T steps, the rank-one estimate carried across
-windows. The steps of a run are cut into windows of T consecutive steps from its start; let
-a = 0, T, 2T, … be the first step of a window and e = a + T − 1 its last.
+**Truncation window** (option ``window`` = T): backpropagation through time inside windows of T
+steps, the rank-one estimate carried across windows (UORO combined with truncated BPTT; the
+construction below is derived here so that it stays unbiased and is UORO at T = 1). The steps of
+a run are cut into windows of T consecutive steps from its start; let a = 0, T, 2T, … be the
+first step of a window and e = a + T − 1 its last.
 
 * At step a, after the forward step, the pair is advanced over the transitions since the last
   advance (steps a − T + 1 … a; at the start, step 0 alone) as one UORO step of the T-step map
