@@ -11,7 +11,9 @@ rest after every step:
 u(j) and moves only that unit's s coordinates in one step) and the structural pattern of J_t
 (:meth:`gradflow.Model.jacobian_pattern`, all True unless the model says otherwise):
 
-* n = 1: θ_j reaches the coordinates of its unit, rows[u] = coords[u] (K = s rows);
+* n = 1: θ_j reaches the coordinates of its unit, rows[u] = coords[u] (K = s rows) — the
+  non-zeros of F_t and possibly a few more (the ``lstm``'s output gate moves h_k, not c_k, and
+  is kept on both);
 * n = 2: also every coordinate k with J_t[k, c] structurally non-zero for a c of its unit,
   rows[u] = coords[u] followed by those k in increasing order (K = the largest such set; shorter
   ones are padded with rows that stay 0).
