@@ -97,9 +97,11 @@ class RNN(AffineReadoutModel):
     Options = RNNOptions
     replicas = True
 
-    def __new__(cls, options: RNNOptions, backend: Any) -> RNN:
+    def __new__(cls, *args: Any, **kwargs: Any) -> RNN:
         """``RNN(options, backend)`` with density < 1 builds a :class:`SparseRNN` (the same
-        model but for the primitives a masked W_hh does not have)."""
+        model but for the primitives a masked W_hh does not have). Without arguments (a copy
+        or an unpickling) the class asked for."""
+        options = args[0] if args else kwargs.get("options")
         if cls is RNN and float(getattr(options, "density", 1.0)) < 1.0:
             cls = SparseRNN
         return super().__new__(cls)
