@@ -98,8 +98,11 @@ class Model(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = ModelOptions
-    #: the primitives this model provides: derived from the methods its class implements
-    capabilities: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
+    #: the primitives this model provides: derived from the methods its class implements. An
+    #: instance whose options remove a structure narrows it in ``__init__`` (the ``rnn`` with a
+    #: sparse W_hh: ``self.capabilities = self.capabilities - {PARAM_KRON_FACTORS}``), and its
+    #: method then raises; it never widens it.
+    capabilities: frozenset[str] = frozenset({FORWARD, READOUT})
     #: of those, the ones its class implements itself (the rest are derived: :data:`DERIVED`)
     implemented: ClassVar[frozenset[str]] = frozenset({FORWARD, READOUT})
     #: True if every primitive it implements also takes a replicated θ (R, P) — R independent

@@ -47,10 +47,10 @@ import numpy as np
 from pydantic import Field
 
 from gradflow import (
+    PARAM_KRON_FACTORS,
     TEMPORARY_BLOCK,
     AffineReadoutModel,
     CounterRNG,
-    Model,
     ModelOptions,
     Units,
     add_block_diagonal,
@@ -97,15 +97,6 @@ class RNN(AffineReadoutModel):
     Options = RNNOptions
     replicas = True
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> RNN:
-        """``RNN(options, backend)`` with density < 1 builds a :class:`SparseRNN` (the same
-        model but for the primitives a masked W_hh does not have). Without arguments (a copy
-        or an unpickling) the class asked for."""
-        options = args[0] if args else kwargs.get("options")
-        if cls is RNN and float(getattr(options, "density", 1.0)) < 1.0:
-            cls = SparseRNN
-        return super().__new__(cls)
-
     def __init__(self, options: RNNOptions, backend: Any) -> None:
         super().__init__(options, backend)
         n, m, k = options.n_hidden, options.n_in, options.n_out
@@ -116,6 +107,8 @@ class RNN(AffineReadoutModel):
         if float(getattr(options, "density", 1.0)) < 1.0:
             self.mask_np = recurrent_mask(n, float(options.density), int(options.mask_seed))
             self._mask = backend.asarray(self.mask_np.astype(np.float64))
+            # F_t's W_hh part is then d_k (h ⊙ M[k, :]), not d_k h: no Kronecker factors
+            self.capabilities = self.capabilities - {PARAM_KRON_FACTORS}
         self.lay_out([("W_hh", (n, n)), ("W_xh", (n, m)), ("b_h", (n,))],
                       n_visible=n, n_state=n, n_out=k)
 
@@ -352,7 +345,9 @@ class RNN(AffineReadoutModel):
 
     def param_kron_factors(self, theta: Array,
                            cache: dict[str, Array]) -> tuple[Array, Array]:
-        """F_t = x̂_t ⊗ diag(d): D = diag(d) (B, n, n), x̂ = [h_{t−1}; x_t; 1]."""
+        """F_t = x̂_t ⊗ diag(d): D = diag(d) (B, n, n), x̂ = [h_{t−1}; x_t; 1] (dense W_hh only)."""
+        if self._mask is not None:
+            raise self._lacks(PARAM_KRON_FACTORS)
         xp = self.xp
         d = self._d(cache)
         eye = xp.eye(self.n_state, dtype=d.dtype)
@@ -361,6 +356,8 @@ class RNN(AffineReadoutModel):
 
     def kron_index(self) -> np.ndarray:
         """W = [W_hh | W_xh | b_h] (n × (n + m + 1)) in θ_rec's order W_hh, W_xh, b_h."""
+        if self._mask is not None:
+            raise self._lacks(PARAM_KRON_FACTORS)
         n, m = self.n_state, self.options.n_in
         i = np.arange(n)[:, None]
         return np.concatenate([i * n + np.arange(n), n * n + i * m + np.arange(m),
@@ -383,16 +380,6 @@ class RNN(AffineReadoutModel):
             rows = (h2 @ m_hh.mT + x2 @ lay.view(inv_metric, "W_xh").mT
                     + lay.view(inv_metric, "b_h")[..., None, :])
         return d * d * rows
-
-
-class SparseRNN(RNN):
-    """The ``rnn`` with a fixed sparse W_hh (density < 1; what ``RNN(options, backend)`` builds
-    then). Its F_t is not one Kronecker product — the W_hh part of row k is d_k (h ⊙ M[k, :]),
-    not d_k h — so it lacks ``param_kron_factors`` (capabilities are derived from the class)."""
-
-    replicas = True
-    param_kron_factors = Model.param_kron_factors
-    kron_index = Model.kron_index
 
 
 def _each_replica(primitive: Any, theta: Array, cache: dict[str, Array],
