@@ -12,7 +12,8 @@ from typing import Any
 
 #: the estimators that run on an endless stream (bptt cannot: it updates only when every stream
 #: ends a sequence, which the add task never does, and its memory grows without bound)
-ESTIMATORS = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack", "rtrl"]
+ESTIMATORS = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack", "rtrl",
+              "snap", "rflo", "e-prop", "kf-rtrl", "r-kf-rtrl", "ok"]
 SIZES = [32, 64, 128, 256, 512, 1024]
 BATCHES = [1, 32]
 DTYPES = ["float64", "float32"]
@@ -24,12 +25,19 @@ LEARNING_RATE = 1e-5
 #: RTRL is O(n²P) time and O(nP) memory per stream: up to n = 128, and n = 64 with 32 streams
 #: (n = 128 × 32 streams would hold 0.55 GB of sensitivities and take about a second per step)
 RTRL_MAX_N = {1: 128, 32: 64}
+#: the Kronecker-factored estimators are O(n³) per stream (n = 512: about 8 ms a step): up to
+#: n = 512, and n = 128 with 32 streams
+CUBIC = ("kf-rtrl", "r-kf-rtrl", "ok")
+CUBIC_MAX_N = {1: 512, 32: 128}
 
 
 def skip_reason(estimator: str, n: int, batch: int) -> str | None:
     """Why a combination is not benchmarked, or ``None``."""
     if estimator == "rtrl" and n > RTRL_MAX_N.get(batch, 64):
         return f"rtrl is benchmarked up to n = {RTRL_MAX_N.get(batch, 64)} with B = {batch}"
+    if estimator in CUBIC and n > CUBIC_MAX_N.get(batch, 128):
+        return (f"{estimator} is O(n³): benchmarked up to n = {CUBIC_MAX_N.get(batch, 128)} "
+                f"with B = {batch}")
     return None
 
 

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 from .common import bench_module, make_trainer
 
-LINEAR = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack"]
+LINEAR = ["readout-only", "tbptt", "uoro", "nobacktrack", "kalman-nobacktrack", "snap", "rflo",
+          "e-prop"]
 FIT_SIZES = {"rtrl": [16, 32, 64, 128]}
 LINEAR_SIZES = [64, 128, 256, 512, 1024]
 #: the sizes of the marginal fits, and of the shared measurement of the O(P) estimators

@@ -660,7 +660,8 @@ CASES: list[Case] = [
     Case("plugin-capability", PLUGIN, "an estimator the model cannot serve",
          ("train", "--model", "vjp-only", "--estimator", "rtrl"),
          "error: estimator 'rtrl' needs jvp_state, param_jacobian, which model 'vjp-only' does "
-         "not provide (it provides forward, readout, vjp)", 2, plugins=True),
+         "not provide (it provides forward, param_jacobian_units_accumulate, readout, vjp)", 2,
+         plugins=True),
     Case("plugin-long-direction", PLUGIN, "an estimator returning P + 1 numbers",
          ("train", "--estimator", "long-direction", "--out", "run", *TRAIN[1:]),
          "error: estimator 'long-direction' (plugin 'faulty', distribution "

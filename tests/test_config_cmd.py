@@ -79,7 +79,7 @@ def test_show_resolves_a_file(tmp_path: Path, monkeypatch, capsys) -> None:
     assert gradflow.Trainer(build_config(shown_file)).config == resolved
 
     code, out, _ = cli(monkeypatch, capsys, "config", "show", str(toml), "-f", "json")
-    assert json.loads(out)["estimator"] == {"name": "uoro", "eps": 1e-7}
+    assert json.loads(out)["estimator"] == {"name": "uoro", "eps": 1e-7, "rank": 1, "window": 1}
     # a run directory (its config.json) shows as what it ran
     gradflow.train(build_config(toml, ["run.steps=100", "run.log_every=100",
                                        "run.eval_every=0"]), out=tmp_path / "run")

@@ -125,7 +125,8 @@ def test_a_hostile_plugin_is_reported_and_the_rest_works(hostile_registered: Reg
     model = gradflow.create_model("partial")
     with pytest.raises(gradflow.CapabilityError,
                        match=r"estimator 'rtrl' needs jvp_state, param_jacobian, which model "
-                             r"'partial' does not provide \(it provides forward, readout, vjp\)"):
+                             r"'partial' does not provide \(it provides forward, "
+                             r"param_jacobian_units_accumulate, readout, vjp\)"):
         gradflow.create_estimator("rtrl", model)
     gradflow.create_estimator("tbptt", model)  # needs only vjp
     gradflow.create_estimator("rtrl", gradflow.create_model("rnn"))

@@ -40,7 +40,7 @@ def test_run_directory(tmp_path: Path) -> None:
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["run"]["out"] == str(out)
     assert resolved["model"] == {"name": "rnn", "n_in": 2, "n_hidden": 8, "n_out": 2,
-                                 "alpha": 1.0, "init": "uniform"}
+                                 "alpha": 1.0, "init": "uniform", "density": 1.0, "mask_seed": 0}
     assert resolved["estimator"] == {"name": "tbptt", "truncation": 10, "interval": None}
     assert resolved["task"] == {"name": "add", "lag1": 5, "lag2": 9, "targets": "soft"}
     assert resolved["optimizer"]["lr"] == 0.003  # the default, spelled out
