@@ -52,77 +52,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from gradflow import (
-    JVP_STATE,
-    PARAM_KRON_FACTORS,
-    STATE_JACOBIAN,
-    Estimator,
-    Model,
-    PerStream,
-    StepRecord,
+from gradflow_plugins.estimators.kronecker import (
+    KroneckerSketch,
+    pair_scales,
+    propagate,
+    sqnorm,
 )
 
-Array = Any
+from gradflow import PerStream, StepRecord
 
 
-def param_order(model: Model) -> Array:
-    """The inverse of ``model.kron_index()`` as an index array of the model's backend: for the
-    row-major flattening m of an n_rows × n_cols matrix M, ``take(m, order)`` is θ_rec with
-    θ_rec[kron_index[i, j]] = M[i, j]. Checks that kron_index holds every recurrent parameter
-    once."""
-    index = np.asarray(model.kron_index())
-    p = model.layout.n_rec
-    flat = index.reshape(-1)
-    if index.ndim != 2 or flat.size != p or not np.array_equal(np.sort(flat), np.arange(p)):
-        raise ValueError(f"model {model.name!r}: kron_index() must hold each of the {p} recurrent "
-                         f"parameters once, got an array of shape {index.shape}")
-    return model.backend.asarray(np.argsort(flat).astype(np.int64))
-
-
-def pair_scales(xp: Any, left_sq: Array, right_sq: Array) -> tuple[Array, Array]:
-    """The scales (ρ, 1/ρ) of a rank-one pair L ⊗ R with squared norms ``left_sq``, ``right_sq``
-    (per stream): ρ = sqrt(‖R‖ / ‖L‖), so that ‖ρ L‖ = ‖R / ρ‖ (the variance-minimising split of
-    Mujika et al. 2018). Where either norm is 0 the product is 0 and both scales are 0: the pair
-    is dropped instead of divided by zero. Computed as fourth roots of the squared norms, so
-    that no ratio of them can overflow."""
-    live = (left_sq > 0.0) & (right_sq > 0.0)
-    one = xp.ones_like(left_sq)
-    zero = xp.zeros_like(left_sq)
-    rho = (xp.sqrt(xp.sqrt(xp.where(live, right_sq, one)))
-           / xp.sqrt(xp.sqrt(xp.where(live, left_sq, one))))
-    return xp.where(live, rho, zero), xp.where(live, 1.0 / rho, zero)
-
-
-def sqnorm(xp: Any, x: Array) -> Array:
-    """Σ x² over every axis but the first (per stream), shape (B, 1)."""
-    flat = xp.reshape(x, (int(x.shape[0]), -1))
-    return xp.sum(flat * flat, axis=1, keepdims=True)
-
-
-def propagate(model: Model, theta: Array, cache: dict[str, Array], v: Array) -> Array:
-    """J_t V for V (B, n_state, K), a new array: the dense J_t times V when the model has
-    ``state_jacobian``, one ``jvp_state`` with K tangents otherwise (both O(n² K))."""
-    if model.has(STATE_JACOBIAN):
-        return model.state_jacobian(theta, cache) @ v
-    return model.jvp_state(theta, cache, v)
-
-
-class KFRTRL(Estimator):
+class KFRTRL(KroneckerSketch):
     name = "kf-rtrl"
     description = ("KF-RTRL (Mujika et al. 2018): unbiased Kronecker-factored estimate u ⊗ A of "
                    "∂h/∂θ, O(n³)/step, O(n²) memory")
-    requires = frozenset({PARAM_KRON_FACTORS, JVP_STATE})
-    kind = "unbiased"
-    stochastic = True
-
-    def __init__(self, model: Model, options: Any) -> None:
-        super().__init__(model, options)
-        index = model.kron_index()
-        self.n_rows, self.n_cols = (int(s) for s in index.shape)
-        #: θ_rec = take(M.ravel(), order) for a W-shaped M (the inverse of kron_index)
-        self._order = param_order(model)
 
     def state_fields(self) -> list[PerStream]:
         """A (B, n_state, n_rows) and u (B, n_cols), zero at the start and when a stream starts
@@ -130,11 +73,7 @@ class KFRTRL(Estimator):
         return [PerStream("A", (self.model.n_state, self.n_rows)),
                 PerStream("u", (self.n_cols,))]
 
-    def setup_workspace(self) -> None:
-        #: (A_bᵀ δ_b, u_b) of the last step: the factors of each stream's estimate
-        self._last: tuple[Array, Array] | None = None
-
-    def step(self, record: StepRecord) -> Array:
+    def step(self, record: StepRecord) -> Any:
         xp, model, state = self.xp, self.model, self.state
         theta, cache = record.theta, record.cache
         D, xhat = model.param_kron_factors(theta, cache)  # (B, n, n_rows), (B, n_cols)
@@ -149,16 +88,4 @@ class KFRTRL(Estimator):
         state.A = JA  # A_t = c1 ρ0 J_t A_{t−1} + c2 ρ1 D_t
         state.u = (c1 * inv0) * u + (c2 * inv1) * xhat  # u_t = c1 u_{t−1}/ρ0 + c2 x̂_t/ρ1
         q = (record.delta[:, None, :] @ state.A)[:, 0, :]  # A_bᵀ δ_b, (B, n_rows)
-        self._last = (q, state.u)
-        grad = xp.reshape(q.mT @ state.u, (-1,))  # Σ_b (A_bᵀ δ_b) u_bᵀ, row-major
-        return self.fill_direction(xp.take(grad, self._order), record.grad_out)
-
-    def stream_estimates(self) -> Array | None:
-        """(A_bᵀ δ_b) ⊗ u_b for each stream b, (B, P_rec): the streams draw their own signs, so
-        they are independent."""
-        if self._last is None:
-            return None
-        xp = self.xp
-        q, u = self._last
-        outer = xp.reshape(q[:, :, None] * u[:, None, :], (int(q.shape[0]), -1))
-        return xp.take(outer, self._order, axis=1)
+        return self.read_out(q[:, None, :], state.u[:, None, :], record.grad_out)

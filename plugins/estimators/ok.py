@@ -99,19 +99,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from gradflow_plugins.estimators.kronecker import KroneckerSketch, propagate
 from pydantic import Field
 
-from gradflow import (
-    JVP_STATE,
-    PARAM_KRON_FACTORS,
-    STATE_JACOBIAN,
-    Estimator,
-    EstimatorOptions,
-    Model,
-    PerStream,
-    StepRecord,
-)
+from gradflow import EstimatorOptions, Model, PerStream, StepRecord
 
 Array = Any
 
@@ -194,35 +185,15 @@ def orthonormalize(xp: Any, rows: list[Array]) -> tuple[Array, Array]:
     return xp.stack(done, axis=1), xp.stack(columns, axis=2)
 
 
-def inverse_kron_index(model: Model) -> Array:
-    """θ_rec's order of a row-major flattened W (n_rows × n_cols): ``take(vec(W), order)`` has
-    W[i, j] at position kron_index[i, j]. Checks that kron_index holds each recurrent parameter
-    once."""
-    index = np.asarray(model.kron_index())
-    flat = index.reshape(-1)
-    p = model.layout.n_rec
-    if index.ndim != 2 or flat.size != p or not np.array_equal(np.sort(flat), np.arange(p)):
-        raise ValueError(f"model {model.name!r}: kron_index() must hold each of its {p} "
-                         f"recurrent parameters once, got an array of shape {index.shape}")
-    return model.backend.asarray(np.argsort(flat).astype(np.int64))
-
-
-class OK(Estimator):
+class OK(KroneckerSketch):
     name = "ok"
     description = ("OK (Benzing et al. 2019): unbiased minimum-variance sum of r Kronecker "
                    "products for ∂h/∂θ, O(r n³)/step, O(r n²) memory")
     Options = OKOptions
-    requires = frozenset({PARAM_KRON_FACTORS, JVP_STATE})
-    kind = "unbiased"
-    stochastic = True
 
     def __init__(self, model: Model, options: OKOptions) -> None:
         super().__init__(model, options)
         self.rank = int(options.rank)
-        self.n_rows, self.n_cols = (int(s) for s in np.shape(model.kron_index()))
-        #: θ_rec = take(vec(W), order) for a W-shaped matrix
-        self._order = inverse_kron_index(model)
-        self._dense_jacobian = model.has(STATE_JACOBIAN)
 
     def state_fields(self) -> list[PerStream]:
         """A (B, r, n_state, n_rows) and u (B, r, n_cols), zero at the start and when a stream
@@ -231,27 +202,13 @@ class OK(Estimator):
         return [PerStream("A", (r, self.model.n_state, self.n_rows)),
                 PerStream("u", (r, self.n_cols))]
 
-    def setup_workspace(self) -> None:
-        #: A_{l,b}ᵀ δ_b (B, r, n_rows) and u (B, r, n_cols) of the last step (stream_estimates)
-        self._last: tuple[Array, Array] | None = None
-
-    def _propagate(self, theta: Array, cache: dict[str, Array], a: Array) -> Array:
-        """J_t A_l for every l, (B, r, n, n_rows), a new array."""
-        xp, model = self.xp, self.model
-        if self._dense_jacobian:
-            return model.state_jacobian(theta, cache)[:, None, :, :] @ a
-        batch, r, n, rows = (int(s) for s in a.shape)
-        v = xp.reshape(xp.permute_dims(a, (0, 2, 1, 3)), (batch, n, r * rows))
-        jv = xp.reshape(model.jvp_state(theta, cache, v), (batch, n, r, rows))
-        return xp.permute_dims(jv, (0, 2, 1, 3))
-
     def step(self, record: StepRecord) -> Array:
         xp, model, state = self.xp, self.model, self.state
         theta, cache = record.theta, record.cache
         batch, r = self.batch, self.rank
-        n, rows, cols = self.model.n_state, self.n_rows, self.n_cols
+        n, rows = self.model.n_state, self.n_rows
         D, xhat = model.param_kron_factors(theta, cache)  # (B, n, n_rows), (B, n_cols)
-        ja = self._propagate(theta, cache, state.A)
+        ja = propagate(model, theta, cache, state.A)
         # the r + 1 terms' factors: left vec(J A_l), vec(D); right u_l, x̂ (views, no copy)
         left = [xp.reshape(ja[:, i, ...], (batch, n * rows)) for i in range(r)]
         q_a, r_a = orthonormalize(xp, [*left, xp.reshape(D, (batch, n * rows))])
@@ -263,17 +220,4 @@ class OK(Estimator):
         state.A = xp.reshape((x @ k).mT @ q_a, (batch, r, n, rows))
         state.u = (k.mT @ yh) @ q_u
         coef = (record.delta[:, None, None, :] @ state.A)[:, :, 0, :]  # A_lᵀ δ_b, (B, r, n_rows)
-        self._last = (coef, state.u)
-        grad = xp.reshape(coef, (batch * r, rows)).mT @ xp.reshape(state.u, (batch * r, cols))
-        return self.fill_direction(xp.take(xp.reshape(grad, (-1,)), self._order, axis=0),
-                                   record.grad_out)
-
-    def stream_estimates(self) -> Array | None:
-        """Σ_l (A_{l,b}ᵀ δ_b) ⊗ u_{l,b} for each stream b, (B, P_rec): each stream draws its own
-        signs, so the streams are independent."""
-        if self._last is None:
-            return None
-        xp = self.xp
-        coef, u = self._last
-        per_stream = coef.mT @ u  # (B, n_rows, n_cols)
-        return xp.take(xp.reshape(per_stream, (int(u.shape[0]), -1)), self._order, axis=1)
+        return self.read_out(coef, state.u, record.grad_out)

@@ -55,34 +55,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradflow_plugins.estimators.kf_rtrl import pair_scales, param_order, propagate, sqnorm
-
-from gradflow import (
-    JVP_STATE,
-    PARAM_KRON_FACTORS,
-    Estimator,
-    Model,
-    PerStream,
-    StepRecord,
+from gradflow_plugins.estimators.kronecker import (
+    KroneckerSketch,
+    pair_scales,
+    propagate,
+    sqnorm,
 )
 
-Array = Any
+from gradflow import PerStream, StepRecord
 
 
-class ReverseKFRTRL(Estimator):
+class ReverseKFRTRL(KroneckerSketch):
     name = "r-kf-rtrl"
     description = ("R-KF-RTRL (Marschall et al. 2020): unbiased reverse Kronecker-factored "
                    "estimate b ⊗ A of ∂h/∂θ, O(n³)/step, O(n²) memory")
-    requires = frozenset({PARAM_KRON_FACTORS, JVP_STATE})
-    kind = "unbiased"
-    stochastic = True
-
-    def __init__(self, model: Model, options: Any) -> None:
-        super().__init__(model, options)
-        index = model.kron_index()
-        self.n_rows, self.n_cols = (int(s) for s in index.shape)
-        #: θ_rec = take(M.ravel(), order) for a W-shaped M (the inverse of kron_index)
-        self._order = param_order(model)
 
     def state_fields(self) -> list[PerStream]:
         """b (B, n_rows) and A (B, n_state, n_cols), zero at the start and when a stream starts
@@ -90,11 +76,7 @@ class ReverseKFRTRL(Estimator):
         return [PerStream("b", (self.n_rows,)),
                 PerStream("A", (self.model.n_state, self.n_cols))]
 
-    def setup_workspace(self) -> None:
-        #: (b_b, A_bᵀ δ_b) of the last step: the factors of each stream's estimate
-        self._last: tuple[Array, Array] | None = None
-
-    def step(self, record: StepRecord) -> Array:
+    def step(self, record: StepRecord) -> Any:
         xp, model, state = self.xp, self.model, self.state
         theta, cache = record.theta, record.cache
         D, xhat = model.param_kron_factors(theta, cache)  # (B, n, n_rows), (B, n_cols)
@@ -109,16 +91,4 @@ class ReverseKFRTRL(Estimator):
         state.A = JA  # A_t = J_t A_{t−1}/ρ0 + (D_t ν) x̂_tᵀ/ρ1
         state.b = rho0 * state.b + rho1 * nu  # b_t = ρ0 b_{t−1} + ρ1 ν
         q = (record.delta[:, None, :] @ state.A)[:, 0, :]  # A_bᵀ δ_b, (B, n_cols)
-        self._last = (state.b, q)
-        grad = xp.reshape(state.b.mT @ q, (-1,))  # Σ_b b_b (A_bᵀ δ_b)ᵀ, row-major
-        return self.fill_direction(xp.take(grad, self._order), record.grad_out)
-
-    def stream_estimates(self) -> Array | None:
-        """b_b ⊗ (A_bᵀ δ_b) for each stream b, (B, P_rec): the streams draw their own signs, so
-        they are independent."""
-        if self._last is None:
-            return None
-        xp = self.xp
-        b, q = self._last
-        outer = xp.reshape(b[:, :, None] * q[:, None, :], (int(b.shape[0]), -1))
-        return xp.take(outer, self._order, axis=1)
+        return self.read_out(state.b[:, None, :], q[:, None, :], record.grad_out)
