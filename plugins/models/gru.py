@@ -114,6 +114,30 @@ class GRU(AffineReadoutModel):
         g_hh = xp.reshape(e_h[:, :, None] * cache["h"][:, None, :], (B, -1))
         return u_h, xp.concat([g_ih, g_hh, e_i, e_h], axis=1)
 
+    def vjp_accumulate(self, theta: Array, cache: dict[str, Array], u: Array, acc: Array,
+                       state: bool = True, scale: Array | None = None) -> Array | None:
+        """acc (· scale) += Uᵀ F_t without forming it: e_i xᵀ, e_h hᵀ, e_i, e_h added into the
+        views of acc (per stream), or the matrix products over the streams (summed)."""
+        xp = self.xp
+        u3 = xp.concat([u, u, u], axis=1)
+        e_i, e_h = cache["d_i"] * u3, cache["d_h"] * u3
+        if scale is not None:
+            acc *= scale
+        views = self.layout.views(acc)
+        if views["b_ih"].ndim == 1:
+            views["W_ih"] += e_i.T @ cache["x"]
+            views["W_hh"] += e_h.T @ cache["h"]
+            views["b_ih"] += xp.sum(e_i, axis=0)
+            views["b_hh"] += xp.sum(e_h, axis=0)
+        else:
+            views["W_ih"] += e_i[:, :, None] * cache["x"][:, None, :]
+            views["W_hh"] += e_h[:, :, None] * cache["h"][:, None, :]
+            views["b_ih"] += e_i
+            views["b_hh"] += e_h
+        if not state:
+            return None
+        return e_h @ self.layout.view(theta, "W_hh") + cache["z"] * u
+
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
         xp = self.xp
         d_i, d_h, h, x = cache["d_i"], cache["d_h"], cache["h"], cache["x"]

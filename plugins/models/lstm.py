@@ -133,6 +133,20 @@ class LSTM(AffineReadoutModel):
         g_hh = xp.reshape(e[:, :, None] * cache["h"][:, None, :], (B, -1))
         return u_prev, xp.concat([g_ih, g_hh, e, e], axis=1)
 
+    def vjp_accumulate(self, theta: Array, cache: dict[str, Array], u: Array, acc: Array,
+                       state: bool = True, scale: Array | None = None) -> Array | None:
+        """acc (· scale) += Uᵀ F_t without forming it: e xᵀ, e hᵀ, e, e added into the views
+        of acc (per stream), or Eᵀ X, Eᵀ H, Σ_b e_b, Σ_b e_b (summed over the streams)."""
+        xp, n = self.xp, self.n_hidden
+        e = self._cotangent(cache, u)
+        if scale is not None:
+            acc *= scale
+        _add_rows(xp, self.layout.views(acc), e, cache["x"], cache["h"])
+        if not state:
+            return None
+        return xp.concat([e @ self.layout.view(theta, "W_hh"),
+                          cache["f"] * (u[:, n:] + cache["q"] * u[:, :n])], axis=1)
+
     def param_jacobian(self, theta: Array, cache: dict[str, Array]) -> Array:
         xp = self.xp
         h, x = cache["h"], cache["x"]
@@ -235,3 +249,20 @@ class LSTM(AffineReadoutModel):
         d_h, d_c = cache["d_h"], cache["d_c"]
         return xp.concat([self._sum_blocks(d_h * d_h * s), self._sum_blocks(d_c * d_c * s)],
                          axis=1)
+
+
+def _add_rows(xp: Any, views: dict[str, Array], e: Array, x: Array, h: Array) -> None:
+    """The parameter part of a VJP added into the views of an accumulator: per stream when the
+    views have the batch axis (B, rows, ·), summed over the streams (one matrix product per
+    weight) when they do not."""
+    if views["b_ih"].ndim == 1:
+        views["W_ih"] += e.T @ x
+        views["W_hh"] += e.T @ h
+        total = xp.sum(e, axis=0)
+        views["b_ih"] += total
+        views["b_hh"] += total
+        return
+    views["W_ih"] += e[:, :, None] * x[:, None, :]
+    views["W_hh"] += e[:, :, None] * h[:, None, :]
+    views["b_ih"] += e
+    views["b_hh"] += e
